@@ -1,0 +1,222 @@
+"""The compiled, immutable Plan the server runs. Built by `router.compiler.compile`.
+
+Nothing here reads YAML or compiles a schema, glob or expression: the compiler did
+that. `Plan.resolve` is the hot-path entry point."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from router.protocols import ir
+
+if TYPE_CHECKING:
+    from router.compiler.matcher import MatchSpec, RouteMatcher
+
+# adapter type -> the wire protocol it speaks upstream ("ir": consumes the intermediate
+# form directly, no wire translation)
+ADAPTER_PROTOCOLS: Mapping[str, str] = {
+    "openai-custom": "openai-chat",
+    "openaiResponses-custom": "openai-responses",
+    "claude-custom": "anthropic",
+    "claudeCode-custom": "ir",
+    "gemini-cli-oauth": "gemini",
+    "gemini-antigravity": "gemini",
+    "gemini-api": "gemini",
+    "echo": "ir",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value. Never printed: repr and str are `***`."""
+
+    value: str = field(repr=False)
+    env: str | None = None  # the variable it came from, for diagnostics
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+
+SECRET_NAME = re.compile(r"(?i)authorization|api[-_]?key|token|secret|password|cookie|credential")
+
+
+class Redacted(dict):  # type: ignore[type-arg]
+    """A plain dict (headers, env) whose repr shows secret-looking entries as `***`."""
+
+    def __repr__(self) -> str:
+        shown = {k: "***" if SECRET_NAME.search(str(k)) else v for k, v in self.items()}
+        return repr(shown)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    max_errors: int = 3
+    recover_after: float = 60.0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    id: str
+    enabled: bool = True
+    base_url: str | None = None
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = ()  # globs; empty means every model
+    exclude_models: tuple[str, ...] = ()  # globs
+    # None: follow the system proxy (HTTPS_PROXY...); False: no proxy; str: this proxy URL
+    proxy: str | bool | None = None
+    # why it cannot be used: names of required env vars that are unset, or
+    # "file:PATH" for a credentials file that does not exist. Skipped at run time.
+    unconfigured: tuple[str, ...] = ()
+    # adapter-specific keys (credentials: absolute path; client_secret: a Secret;
+    # env: empty values left out; max_concurrency, model_aliases, command, ...)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # compiled matcher for models/exclude_models: model name -> allowed?
+    serves: Callable[[str], bool] = field(default=lambda _model: True, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A pool: every instance speaks the same adapter."""
+
+    name: str
+    type: str
+    protocol: str  # ADAPTER_PROTOCOLS[type]
+    models: tuple[str, ...] = ()
+    instances: tuple[Instance, ...] = ()
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    timeout: float = 600.0
+    first_token_timeout: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        """Can take traffic: echo always; others need an enabled, configured instance."""
+        if self.type == "echo":
+            return True
+        return any(i.enabled and not i.unconfigured for i in self.instances)
+
+
+Stage = Literal["request", "upstream", "response", "headers"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One compiled mapping step. `apply` returns the (possibly new) document."""
+
+    kind: str  # set | default | rename | drop | map
+    spec: Mapping[str, Any]  # as written, for dumps and explain
+    apply: Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]] = field(
+        repr=False, compare=False
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    name: str
+    request: tuple[Step, ...] = ()
+    upstream: tuple[Step, ...] = ()
+    response: tuple[Step, ...] = ()
+    headers: tuple[Step, ...] = ()
+
+    def run(self, stage: Stage, doc: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply the stage's steps in order. `context` is what JMESPath expressions see
+        besides the document itself (`model`, `protocol`, `headers`)."""
+        for step in getattr(self, stage):
+            doc = step.apply(doc, context)
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: str
+    model: str | None = None  # None: keep the client's model
+    pipeline: Pipeline | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    # the failover chain the server walks: targets whose provider can take traffic
+    targets: tuple[Target, ...]
+    strict: bool = False
+    # statuses (int) and classes ("4xx", "5xx"); empty: the default retryable set
+    retry_on: frozenset[int | str] = frozenset()
+    max_attempts: int | None = None
+    match: MatchSpec | None = None  # None for the synthetic override/default routes
+    pipeline: str | None = None  # the route's `pipeline:` as written
+    declared: tuple[Target, ...] = ()  # the chain as written, including skipped targets
+    source: str = ""  # "routes.yaml:12:5"
+
+    @property
+    def active(self) -> bool:
+        return bool(self.targets)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    via: Literal["path", "header", "route", "default"]
+    route: Route  # for path/header/default a synthetic route named after the provider
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    api_keys: tuple[Secret, ...] = ()
+    admin_keys: tuple[Secret, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything the server needs for one config generation. Immutable; a reload builds
+    a new Plan and swaps it in, requests in flight keep the one they started with."""
+
+    generation: str  # short hash of the canonical dump and of the secret values
+    config_dir: str
+    providers: Mapping[str, Provider]
+    routes: tuple[Route, ...]
+    pipelines: Mapping[str, Pipeline]
+    default: str  # provider name
+    path_prefix: bool
+    header: str | None  # override header name, lower-case
+    auth: Auth
+    matcher: RouteMatcher = field(repr=False, compare=False, kw_only=True)
+    # synthetic single-target routes: provider name -> "provider:<name>"; "default"
+    direct: Mapping[str, Route] = field(repr=False, compare=False, kw_only=True)
+    default_route: Route = field(repr=False, compare=False, kw_only=True)
+
+    def resolve(
+        self,
+        *,
+        protocol: str,
+        model: str,
+        headers: Mapping[str, str],
+        body: Mapping[str, Any],
+        path_provider: str | None = None,
+    ) -> Resolution:
+        """Path prefix > override header > first matching route > default. `headers`
+        has lower-case names. Raises `ir.Error` for an override naming no provider."""
+        if path_provider is not None:
+            if not self.path_prefix:
+                raise ir.Error(404, "not_found", "provider path prefixes are disabled")
+            route = self.direct.get(path_provider)
+            if route is None:
+                raise ir.Error(404, "not_found", f"unknown provider {path_provider!r} in path")
+            return Resolution("path", route)
+        if self.header is not None:
+            name = headers.get(self.header)
+            if name:
+                route = self.direct.get(name.strip())
+                if route is None:
+                    raise ir.Error(
+                        400, "invalid_request", f"unknown provider {name!r} in {self.header} header"
+                    )
+                return Resolution("header", route)
+        index = self.matcher.first(model, protocol, headers, body)
+        if index is not None:
+            return Resolution("route", self.routes[index])
+        return Resolution("default", self.default_route)

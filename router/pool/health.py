@@ -1,0 +1,79 @@
+"""Per-instance health: consecutive errors, a circuit that opens after `max_errors`, and a
+single half-open probe after `recover_after`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from router.compiler.plan import HealthPolicy
+
+
+@dataclass(slots=True)
+class LastError:
+    at: float
+    status: int | None
+    message: str
+
+
+@dataclass(slots=True)
+class InstanceHealth:
+    consecutive_errors: int = 0
+    successes: int = 0
+    failures: int = 0
+    last_error: LastError | None = None
+    last_used: float = 0.0
+    down_since: float | None = None  # set while the circuit is open
+    probing: bool = False
+
+    def available(self, policy: HealthPolicy, now: float) -> bool:
+        if self.down_since is None:
+            return True
+        return not self.probing and now - self.down_since >= policy.recover_after
+
+    def begin(self, policy: HealthPolicy, now: float) -> None:
+        self.last_used = now
+        if self.down_since is not None:
+            self.probing = True
+
+    def succeed(self) -> None:
+        self.successes += 1
+        self.consecutive_errors = 0
+        self.down_since = None
+        self.probing = False
+
+    def fail(self, policy: HealthPolicy, status: int | None, message: str) -> None:
+        now = time.time()
+        self.failures += 1
+        self.consecutive_errors += 1
+        self.last_error = LastError(now, status, message)
+        if self.probing or self.consecutive_errors >= policy.max_errors:
+            self.down_since = now
+        self.probing = False
+
+    def release(self) -> None:
+        """The call ended without a verdict (client went away): free the probe slot."""
+        self.probing = False
+
+    @property
+    def healthy(self) -> bool:
+        return self.down_since is None
+
+
+@dataclass(slots=True)
+class HealthBook:
+    """Health per (provider, instance id). Lives across config reloads."""
+
+    entries: dict[tuple[str, str], InstanceHealth] = field(default_factory=dict)
+
+    def of(self, provider: str, instance: str) -> InstanceHealth:
+        key = (provider, instance)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = InstanceHealth()
+        return entry
+
+    def reset(self, provider: str | None = None) -> None:
+        for key in list(self.entries):
+            if provider is None or key[0] == provider:
+                del self.entries[key]

@@ -1,0 +1,24 @@
+"""Choosing instances of a pool: enabled, configured, serving the model, healthy (or due
+a half-open probe), least recently used first."""
+
+from __future__ import annotations
+
+import time
+
+from router.compiler.plan import Instance, Provider
+from router.pool.health import HealthBook
+
+
+def candidates(book: HealthBook, provider: Provider, model: str) -> list[Instance]:
+    """Instances to try for this call, in order. Usage is recorded when a caller
+    `begin`s an attempt, so concurrent requests rotate."""
+    now = time.time()
+    eligible = []
+    for instance in provider.instances:
+        if not instance.enabled or instance.unconfigured or not instance.serves(model):
+            continue
+        health = book.of(provider.name, instance.id)
+        if health.available(provider.health, now):
+            eligible.append((health.last_used, instance.id, instance))
+    eligible.sort(key=lambda item: (item[0], item[1]))
+    return [instance for _, _, instance in eligible]

@@ -1,0 +1,80 @@
+"""What an adapter is: how one kind of upstream is called.
+
+Two kinds exist. A `WireAdapter` speaks one of the four wire protocols over HTTP and
+returns the raw upstream response; translation is the dispatcher's job. An `IRAdapter`
+(echo, the Claude Code CLI) consumes the intermediate form directly."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from router.compiler.plan import Instance, Provider
+from router.protocols import ir
+
+
+@dataclass(slots=True)
+class Call:
+    provider: Provider
+    instance: Instance
+    model: str  # the upstream model name
+    stream: bool
+    request: ir.Request | None = None  # IR adapters
+    body: bytes = b""  # wire adapters: the encoded upstream body
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra upstream headers
+    query: str = ""  # extra query string forwarded upstream (e.g. "beta=true")
+    state: dict[str, Any] = field(default_factory=dict)  # the adapter's scratch space
+
+
+class StreamTransformer(Protocol):
+    """Rewrites a byte stream incrementally (e.g. unwraps Code Assist SSE events)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class WireAdapter(ABC):
+    protocol: str
+
+    @abstractmethod
+    def url(self, call: Call) -> str: ...
+
+    @abstractmethod
+    def auth_headers(self, instance: Instance) -> dict[str, str]: ...
+
+    async def prepare(self, call: Call) -> None:  # noqa: B027 - optional hook
+        """Refresh credentials or discover settings before the call (OAuth adapters)."""
+
+    def wrap_body(self, call: Call) -> bytes:
+        """The body as sent; envelope-wrapping adapters (Code Assist) override this."""
+        return call.body
+
+    def unwrap_body(self, body: bytes) -> bytes:
+        """A complete (non-stream, 2xx) upstream body as the protocol module expects it."""
+        return body
+
+    def unwrap_stream(self) -> StreamTransformer | None:
+        """A fresh per-call transformer for the upstream's stream bytes, or None."""
+        return None
+
+    async def retry(self, call: Call, status: int | None) -> bool:
+        """Called after a failed send: `status` is the upstream's HTTP status (>= 400),
+        None for a network error. True sends the call again to the same instance, with
+        `url`/`auth_headers` asked anew (refresh once on a 401; next base URL on 429)."""
+        return False
+
+
+class IRAdapter(ABC):
+    @abstractmethod
+    async def generate(self, call: Call) -> ir.Response: ...
+
+    @abstractmethod
+    def stream(self, call: Call) -> AsyncIterator[ir.Event]: ...
+
+
+UpstreamResponse = httpx.Response

@@ -1,0 +1,30 @@
+"""Adapter type -> adapter object. Adapters are stateless, or keep their own per-instance
+state keyed by instance id, so one object per type serves every pool."""
+
+from __future__ import annotations
+
+from router.compiler.plan import Provider
+from router.protocols import ir
+from router.providers.base import IRAdapter, WireAdapter
+from router.providers.echo import EchoAdapter
+from router.providers.wire import (
+    AnthropicAdapter,
+    GeminiAPIAdapter,
+    OpenAIChatAdapter,
+    OpenAIResponsesAdapter,
+)
+
+_ADAPTERS: dict[str, WireAdapter | IRAdapter] = {
+    "openai-custom": OpenAIChatAdapter(),
+    "openaiResponses-custom": OpenAIResponsesAdapter(),
+    "claude-custom": AnthropicAdapter(),
+    "gemini-api": GeminiAPIAdapter(),
+    "echo": EchoAdapter(),
+}
+
+
+def adapter_for(provider: Provider) -> WireAdapter | IRAdapter:
+    adapter = _ADAPTERS.get(provider.type)
+    if adapter is None:
+        raise ir.Error(501, "api_error", f"provider type {provider.type} is not available yet")
+    return adapter

@@ -1,0 +1,67 @@
+"""The Litestar application: one per Granian worker, holding that worker's Plan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
+
+from router.protocols import ir
+from router.providers.http import close_all
+from router.server import endpoints, management
+from router.server.errors import error_response, protocol_for_path
+from router.server.reload import fingerprint, watch
+from router.server.state import PlanHolder
+
+log = logging.getLogger("router.app")
+
+DEFAULT_MAX_BODY_MB = 64
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    protocol = protocol_for_path(request.url.path, headers)
+    kind = ir.error_kind_for_status(exc.status_code)
+    message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+    return error_response(protocol, ir.Error(exc.status_code, kind, message))
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    protocol = protocol_for_path(request.url.path)
+    return error_response(protocol, ir.Error(500, "api_error", "internal gateway error"))
+
+
+def create_app(config_dir: str | None = None, *, watch_config: bool | None = None) -> Litestar:
+    config_dir = config_dir or os.environ.get("ROUTER_CONFIG_DIR", ".")
+    if watch_config is None:
+        watch_config = os.environ.get("ROUTER_WATCH", "1") != "0"
+    holder = PlanHolder(config_dir)
+    holder.reload(fingerprint(config_dir if watch_config else None))
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+
+    async def start_watcher() -> None:
+        tasks.append(asyncio.create_task(watch(holder, stop, config=bool(watch_config))))
+
+    async def shutdown() -> None:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await close_all()
+
+    max_body = int(os.environ.get("ROUTER_MAX_BODY_MB", DEFAULT_MAX_BODY_MB)) * 1024 * 1024
+    app = Litestar(
+        route_handlers=[*endpoints.ROUTES, *management.ROUTES],
+        on_startup=[start_watcher],
+        on_shutdown=[shutdown],
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        request_max_body_size=max_body,
+        openapi_config=None,
+        debug=False,
+    )
+    app.state.holder = holder
+    return app

@@ -1,0 +1,197 @@
+"""Stage 1: the client-side endpoints of the four protocols, each also under /{provider}/.
+They authenticate, decode the body, hand over to the dispatcher and shape the reply."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.response import Stream
+
+from router.compiler.plan import Plan
+from router.protocols import ir, module_for
+from router.server import models
+from router.server.auth import check_client
+from router.server.counting import count_tokens
+from router.server.dispatch import Exhausted, Outcome, dispatch
+from router.server.errors import error_response
+from router.server.state import PlanHolder
+from router.server.translate import Inbound
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+# Upstream failures after every attempt: what the client sees. A 429 stays a 429 so the
+# client backs off; other upstream errors become gateway errors.
+_EXHAUSTED_STATUS = {429: 429, 503: 503, 504: 504, 408: 504}
+
+
+def _holder(request: Request) -> PlanHolder:
+    return request.app.state.holder
+
+
+def _plan(request: Request) -> Plan:
+    plan = _holder(request).plan
+    if plan is None:
+        raise ir.Error(503, "unavailable", "no valid configuration loaded")
+    return plan
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        raw = await request.body()
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            raise ir.Error(413, "request_too_large", "request body too large") from None
+        raise ir.Error(exc.status_code, "invalid_request", str(exc.detail)) from None
+    try:
+        body = _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ir.Error(400, "invalid_request", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ir.Error(400, "invalid_request", "request body must be a JSON object")
+    return body
+
+
+def _model_and_stream(protocol: str, body: dict[str, Any]) -> tuple[str, bool]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ir.Error(400, "invalid_request", "`model` is required", param="model")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ir.Error(400, "invalid_request", "`stream` must be a boolean", param="stream")
+    return model, stream
+
+
+async def _serve(request: Request, protocol: str, provider: str | None, gemini: str | None = None):
+    started = time.perf_counter()
+    try:
+        plan = _plan(request)
+        headers = _headers(request)
+        query = dict(request.query_params)
+        check_client(plan.auth.api_keys, headers, query)
+        body = await _json_body(request)
+        if gemini is None:
+            model, stream = _model_and_stream(protocol, body)
+        else:
+            model, stream = _gemini_action(gemini)
+        inbound = Inbound(
+            protocol=protocol,
+            body=body,
+            headers=headers,
+            query=query,
+            model=model,
+            stream=stream,
+            path_provider=provider,
+            gemini_sse=query.get("alt") == "sse",
+            strict=headers.get("x-router-strict", "").lower() in ("1", "true", "yes"),
+        )
+        outcome = await dispatch(plan, inbound)
+    except ir.Error as error:
+        return error_response(protocol, error)
+    except Exhausted as exhausted:
+        return _exhausted(protocol, exhausted)
+    return _reply(outcome, started)
+
+
+def _gemini_action(model_action: str) -> tuple[str, bool]:
+    model, _, action = model_action.partition(":")
+    if action == "generateContent":
+        return model, False
+    if action == "streamGenerateContent":
+        return model, True
+    raise ir.Error(404, "not_found", f"unknown method :{action}")
+
+
+def _exhausted(protocol: str, exhausted: Exhausted) -> Response:
+    error = exhausted.error
+    status = _EXHAUSTED_STATUS.get(error.status, 502)
+    kind = ir.error_kind_for_status(status)
+    message = f"all upstream attempts failed; last: {error.message}"
+    final = ir.Error(status, kind, message, retry_after=error.retry_after)
+    return error_response(protocol, final, {"x-router-attempts": str(exhausted.attempts)})
+
+
+def _reply(outcome: Outcome, started: float) -> Response:
+    overhead = (time.perf_counter() - started - outcome.upstream_seconds) * 1000
+    outcome.headers["x-router-overhead-ms"] = f"{max(overhead, 0.0):.3f}"
+    if outcome.stream is not None:
+        outcome.headers["cache-control"] = "no-cache"
+        return Stream(
+            outcome.stream, status_code=200, media_type=outcome.media_type, headers=outcome.headers
+        )
+    return Response(
+        outcome.body,
+        status_code=outcome.status,
+        media_type=outcome.media_type,
+        headers=outcome.headers,
+    )
+
+
+@post(["/v1/chat/completions", "/{provider:str}/v1/chat/completions"], status_code=200)
+async def chat_completions(request: Request, provider: str | None = None) -> Response:
+    return await _serve(request, "openai-chat", provider)
+
+
+@post(["/v1/responses", "/{provider:str}/v1/responses"], status_code=200)
+async def responses(request: Request, provider: str | None = None) -> Response:
+    return await _serve(request, "openai-responses", provider)
+
+
+@post(["/v1/messages", "/{provider:str}/v1/messages"], status_code=200)
+async def messages(request: Request, provider: str | None = None) -> Response:
+    return await _serve(request, "anthropic", provider)
+
+
+@post(
+    [
+        "/v1beta/models/{model_action:str}",
+        "/v1/models/{model_action:str}",
+        "/{provider:str}/v1beta/models/{model_action:str}",
+        "/{provider:str}/v1/models/{model_action:str}",
+    ]
+)
+async def gemini_generate(request: Request, model_action: str, provider: str | None = None) -> Response:
+    return await _serve(request, "gemini", provider, gemini=model_action)
+
+
+@post(["/v1/messages/count_tokens", "/{provider:str}/v1/messages/count_tokens"], status_code=200)
+async def messages_count_tokens(request: Request, provider: str | None = None) -> Response:
+    try:
+        plan = _plan(request)
+        headers = _headers(request)
+        query = dict(request.query_params)
+        check_client(plan.auth.api_keys, headers, query)
+        body = await _json_body(request)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ir.Error(400, "invalid_request", "`model` is required")
+        inbound = Inbound("anthropic", body, headers, query, model, False, provider)
+        result = await count_tokens(plan, inbound)
+    except ir.Error as error:
+        return error_response("anthropic", error)
+    return Response(_encode(result), media_type="application/json")
+
+
+@get(["/v1/models", "/v1beta/models", "/{provider:str}/v1/models", "/{provider:str}/v1beta/models"])
+async def list_models(request: Request, provider: str | None = None) -> Response:
+    headers = _headers(request)
+    query = dict(request.query_params)
+    protocol = models.protocol_for_list(request.url.path, headers, query)
+    try:
+        plan = _plan(request)
+        check_client(plan.auth.api_keys, headers, query)
+        names = models.reachable_models(plan, provider)
+    except ir.Error as error:
+        return error_response(protocol, error)
+    return Response(_encode(module_for(protocol).model_list(names)), media_type="application/json")
+
+
+ROUTES = [chat_completions, responses, messages, messages_count_tokens, gemini_generate, list_models]

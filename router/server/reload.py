@@ -1,0 +1,91 @@
+"""Hot reload: watch the config dir (debounced), and a trigger file that the reload API
+and SIGHUP touch, so every Granian worker recompiles and converges on one generation.
+
+Besides file events, the watcher compares a fingerprint (name, mtime, size) of the
+watched files once a second, so an edit made while a worker was still starting, or an
+event the OS dropped, is still picked up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from watchfiles import awatch
+
+from router.server.state import PlanHolder
+
+log = logging.getLogger("router.reload")
+
+TRIGGER_NAME = "reload"
+DEBOUNCE_MS = 200
+POLL_MS = 1000
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def trigger_path() -> Path | None:
+    runtime = os.environ.get("ROUTER_RUNTIME_DIR")
+    return Path(runtime) / TRIGGER_NAME if runtime else None
+
+
+def request_reload() -> bool:
+    """Ask every worker to reload (touch the shared trigger). False if not shared."""
+    path = trigger_path()
+    if path is None:
+        return False
+    path.write_text(str(os.getpid()))
+    return True
+
+
+def _config_files(config_dir: str) -> list[Path]:
+    root = Path(config_dir)
+    files = [root / "providers.yaml", root / "routes.yaml"]
+    files += sorted((root / "pipelines").glob("*.y*ml"))
+    return files
+
+
+def fingerprint(config_dir: str | None) -> Fingerprint:
+    files = _config_files(config_dir) if config_dir else []
+    trigger = trigger_path()
+    if trigger is not None:
+        files.append(trigger)
+    stamps = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
+async def watch(holder: PlanHolder, stop: asyncio.Event, *, config: bool = True) -> None:
+    """Reload on changes to the config dir (when `config`) and on the shared trigger."""
+    watched_dir = holder.config_dir if config else None
+    paths = [holder.config_dir] if config else []
+    trigger = trigger_path()
+    if trigger is not None:
+        paths.append(str(trigger.parent))
+    if not paths:
+        return
+    seen = fingerprint(watched_dir)
+    if seen != holder.fingerprint:
+        await asyncio.to_thread(holder.reload, seen)
+    try:
+        async for _changes in awatch(
+            *paths,
+            debounce=DEBOUNCE_MS,
+            step=50,
+            stop_event=stop,
+            recursive=True,
+            yield_on_timeout=True,
+            rust_timeout=POLL_MS,
+        ):
+            current = fingerprint(watched_dir)
+            if current != seen:
+                seen = current
+                await asyncio.to_thread(holder.reload, current)
+    except Exception:  # never let the watcher take the worker down
+        log.exception("config watcher stopped")

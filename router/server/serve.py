@@ -1,0 +1,63 @@
+"""`router serve`: compile once to fail fast, then run the app under Granian."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from router.compiler import compile_config
+
+log = logging.getLogger("router.serve")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(config_dir: str, host: str, port: int, workers: int) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config_dir = str(Path(config_dir).resolve())
+    plan, diagnostics = compile_config(config_dir, env=dict(os.environ))
+    for diagnostic in diagnostics:
+        print(diagnostic, file=sys.stderr)
+    if plan is None:
+        print("router: configuration has errors; not starting", file=sys.stderr)
+        return 1
+    if not plan.auth.api_keys and not is_loopback(host):
+        print(
+            f"router: refusing to listen on {host} with no client API key configured; "
+            "set REQUIRED_API_KEY (or auth.api_keys in routes.yaml), or bind 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+
+    runtime = tempfile.mkdtemp(prefix="router-")
+    os.environ["ROUTER_CONFIG_DIR"] = config_dir
+    os.environ["ROUTER_RUNTIME_DIR"] = runtime
+    server = Granian(
+        "router.server.app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        log_access=False,
+    )
+    # SIGHUP would make Granian respawn its workers, and a worker starting on a broken
+    # config has nothing to serve. Instead, ask the live workers to reload in place.
+    trigger = Path(runtime) / "reload"
+    server.signal_handler_reload = lambda *_: trigger.write_text("sighup")  # type: ignore[method-assign]
+    server.serve()
+    return 0
