@@ -560,7 +560,7 @@ class _Compiler:
             elif default in providers and not providers[default].available:
                 loaded.warning(
                     ("default",),
-                    f"default provider {default!r} has no configured instance; requests that "
+                    f"default provider {default!r} has no usable instance; requests that "
                     "match no route will fail",
                 )
         overrides = data.get("overrides") or {}
@@ -679,7 +679,7 @@ class _Compiler:
             why = ", ".join(_why_unavailable(providers, t.provider) for t in declared)
             loaded.warning(
                 (*path, "to"),
-                f"route {raw['name']!r} is inactive: no provider in its chain has a configured "
+                f"route {raw['name']!r} is inactive: no provider in its chain has a usable "
                 f"instance ({why})",
             )
         return Route(

@@ -241,5 +241,5 @@ def _target(target: Target, active: bool) -> dict[str, Any]:
     if target.pipeline is not None:
         out["pipeline"] = target.pipeline.name
     if not active:
-        out["skipped"] = "no configured instance"
+        out["skipped"] = "no usable instance"
     return out

@@ -90,7 +90,7 @@ def _routes(plan: Plan, probe: Probe, hit: Route | None) -> list[str]:
         if matched and not route.active:
             lines.append(
                 f"   - {route.name}{where}: skipped: matches ({why}) but is inactive: "
-                "no provider in its chain has a configured instance"
+                "no provider in its chain has a usable instance"
             )
         elif matched:  # pragma: no cover - resolve() would have returned it
             lines.append(f"   - {route.name}{where}: matches ({why})")
@@ -127,8 +127,8 @@ def _why(route: Route, probe: Probe) -> tuple[bool, str]:
         result = evaluate(jmespath.compile(spec.when), context)
         shown = _flow(result)
         if not truthy(result):
-            return False, f"when `{spec.when}` is {shown}"
-        reasons.append(f"when `{spec.when}` is {shown}")
+            return False, f"when {spec.when!r} is {shown}"
+        reasons.append(f"when {spec.when!r} is {shown}")
     return True, "; ".join(reasons) if reasons else "no conditions (matches everything)"
 
 
@@ -162,7 +162,7 @@ def _target(
         translation = f"speaks {provider.protocol}, translated from {probe.protocol}"
     head = f"  {number}. {target.provider} (type {provider.type}, {translation})"
     if not active:
-        head += " -- SKIPPED: no configured instance"
+        head += " -- SKIPPED: no usable instance"
     lines = [head]
     body = mapped_body(target, probe)
     model, why = upstream_model(target, probe, body)

@@ -58,7 +58,8 @@ def glob_test(pattern: str) -> Callable[[str], bool]:
     if not is_glob(pattern):
         return pattern.__eq__
     if not star_only(pattern):
-        return compile_glob(pattern).match  # type: ignore[return-value]
+        regex = compile_glob(pattern)
+        return lambda s: regex.match(s) is not None
     parts = pattern.split("*")
     head, tail, middle = parts[0], parts[-1], [p for p in parts[1:-1] if p]
     least = len(head) + len(tail) + sum(map(len, middle))

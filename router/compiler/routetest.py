@@ -97,7 +97,8 @@ def run_tests(config_dir: str | Path, tests: TestFile) -> tuple[list[Outcome], l
         outcome = Outcome(case["name"])
         if plan is None:
             errors = sum(1 for d in diagnostics if d.severity == "error")
-            outcome.failures.append(f"the config does not compile ({errors} errors)")
+            noun = "error" if errors == 1 else "errors"
+            outcome.failures.append(f"the config does not compile ({errors} {noun})")
         else:
             _check(plan, case, outcome)
         outcomes.append(outcome)

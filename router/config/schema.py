@@ -80,8 +80,8 @@ def validate(
     for error in _validator(name).iter_errors(source.data):
         error = _specific(error)
         _report(source, error, report)
-        name_error = "propertyNames" in error.absolute_schema_path
-        found.append((tuple(error.absolute_path), "propertyNames" if name_error else str(error.validator)))
+        kind = "propertyNames" if "propertyNames" in error.absolute_schema_path else error.validator
+        found.append((tuple(error.absolute_path), str(kind)))
     return found
 
 

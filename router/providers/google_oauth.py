@@ -238,6 +238,23 @@ def token_error(settings: OAuthSettings, exc: Exception) -> ir.Error:
 # --- access tokens -----------------------------------------------------------------
 
 
+class LoopLock:
+    """An asyncio.Lock per event loop (an asyncio.Lock is bound to the loop that first
+    used it; module-level state outlives loops in tests and threaded runtimes)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+
 class TokenStore:
     """The access token of one credentials file, shared by every instance using it."""
 
@@ -246,9 +263,7 @@ class TokenStore:
         self.refreshes = 0
         self._creds: dict[str, Any] = {}
         self._stamp: tuple[int, int] | None = None
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._lock = LoopLock()
 
     @property
     def access_token(self) -> str | None:
@@ -273,13 +288,6 @@ class TokenStore:
             if current is None or current == failed:
                 await self._refresh(settings)
             return self._creds["access_token"]
-
-    def _lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
 
     def _reload(self) -> None:
         try:
@@ -331,9 +339,7 @@ def _with_file_client(settings: OAuthSettings, creds: Mapping[str, Any]) -> OAut
     `authorized_user` files carry them)."""
     if settings.client_id or not creds.get("client_id"):
         return settings
-    return replace(
-        settings, client_id=creds["client_id"], client_secret=creds.get("client_secret")
-    )
+    return replace(settings, client_id=creds["client_id"], client_secret=creds.get("client_secret"))
 
 
 _STORES: dict[Path, TokenStore] = {}

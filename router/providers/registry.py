@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from router.compiler.plan import Provider
 from router.protocols import ir
+from router.providers.antigravity import AntigravityAdapter
 from router.providers.base import IRAdapter, WireAdapter
+from router.providers.code_assist import CodeAssistAdapter
 from router.providers.echo import EchoAdapter
 from router.providers.wire import (
     AnthropicAdapter,
@@ -19,6 +21,8 @@ _ADAPTERS: dict[str, WireAdapter | IRAdapter] = {
     "openaiResponses-custom": OpenAIResponsesAdapter(),
     "claude-custom": AnthropicAdapter(),
     "gemini-api": GeminiAPIAdapter(),
+    "gemini-cli-oauth": CodeAssistAdapter(),
+    "gemini-antigravity": AntigravityAdapter(),
     "echo": EchoAdapter(),
 }
 

@@ -37,6 +37,7 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(config_dir: str | None = None, *, watch_config: bool | None = None) -> Litestar:
     config_dir = config_dir or os.environ.get("ROUTER_CONFIG_DIR", ".")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call otherwise
     if watch_config is None:
         watch_config = os.environ.get("ROUTER_WATCH", "1") != "0"
     holder = PlanHolder(config_dir)
