@@ -1,4 +1,4 @@
-"""The `router` command: serve, check, compile, explain, test."""
+"""The `router` command: serve, check, compile, explain, test, oauth."""
 
 from __future__ import annotations
 
@@ -68,7 +68,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="test files (default: routes.test.yaml in the config dir)",
     )
+    oauth = command("oauth", "sign in a Google OAuth provider instance", _oauth)
+    oauth.add_argument("provider", help="gemini-cli-oauth or gemini-antigravity (type or pool name)")
+    oauth.add_argument("--instance", help="instance id (default: the pool's first)")
+    oauth.add_argument("--callback-host", help="external host for the callback (Docker, remote)")
+    oauth.add_argument("--callback-port", type=int, help="default 8085 (gemini), 8086 (antigravity)")
     return parser
+
+
+def _oauth(args: argparse.Namespace) -> int:
+    from router.providers.oauth_cli import run_oauth_cli
+
+    return run_oauth_cli(
+        args.provider,
+        args.instance,
+        args.config_dir,
+        external_host=args.callback_host,
+        callback_port=args.callback_port,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -63,7 +63,8 @@ def test_explain_agrees_with_the_resolution_for_every_shipped_test_case(shipped:
 
 
 def test_explain_usage_errors(shipped: Path) -> None:
-    assert router("explain", "--config-dir", str(shipped), "--model", "x", "--header", "nocolon").code == 2
+    bad_header = router("explain", "--config-dir", str(shipped), "--model", "x", "--header", "x")
+    assert bad_header.code == 2
     run = router("explain", "--config-dir", str(shipped))
     assert run.code == 2 and "no model given" in run.stderr
 
@@ -114,7 +115,8 @@ def test_router_test_rejects_a_malformed_test_file(shipped: Path, tmp_path: Path
     cases.write_text("- name: x\n  request: { modle: gpt-4o }\n  expect: {}\n")
     run = router("test", "--config-dir", str(shipped), "bad.yaml", cwd=tmp_path)
     assert run.code == 1
-    assert "bad.yaml:2:14: error: unknown key 'modle' in [0].request; did you mean 'model'?" in run.stdout
+    unknown = "bad.yaml:2:14: error: unknown key 'modle' in [0].request; did you mean 'model'?"
+    assert unknown in run.stdout
     assert "bad.yaml:3:11: error: [0].expect: must not be empty" in run.stdout
 
 
@@ -149,7 +151,12 @@ def test_module_entry_points_and_help() -> None:
 def test_serve_delegates_to_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     fake = types.ModuleType("router.server.serve")
-    fake.main = lambda config_dir, host, port, workers: calls.append((config_dir, host, port, workers)) or 7  # type: ignore[attr-defined]
+
+    def serve(config_dir: str, host: str, port: int, workers: int) -> int:
+        calls.append((config_dir, host, port, workers))
+        return 7
+
+    fake.main = serve  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "router.server.serve", fake)
     assert cli.main(["serve", "--config-dir", "conf", "--port", "8080", "--workers", "2"]) == 7
     assert cli.main(["serve"]) == 7

@@ -138,3 +138,22 @@ def test_ten_thousand_routes_compile_fast_and_resolve_without_scanning(tmp_path:
         resolve("unknown-model")
     per_call = (time.perf_counter() - started) / 4000
     assert per_call < 200e-6  # a few microseconds: no linear scan of 10,000 routes
+
+
+def test_libyaml_and_pure_python_emitters_write_the_same_dump() -> None:
+    import yaml
+
+    from router.compiler.dump import _Dumper, canonical
+
+    class PurePython(yaml.SafeDumper):
+        pass
+
+    PurePython.add_representer(list, _Dumper.represent_list)
+    options = {"sort_keys": False, "default_flow_style": False, "allow_unicode": True}
+    for name in ("failover", "anchors", "minimal"):
+        plan, _ = compile_config(FIXTURES / name, env=SECRETS)
+        assert plan is not None
+        data = canonical(plan)
+        fast = yaml.dump(data, Dumper=_Dumper, width=1_000_000, **options)
+        slow = yaml.dump(data, Dumper=PurePython, width=1_000_000, **options)
+        assert fast == slow == dump(plan)

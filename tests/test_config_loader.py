@@ -173,7 +173,17 @@ def test_globs_follow_fnmatch(pattern: str, name: str) -> None:
         assert glob_test(pattern)(name) == fnmatch.fnmatchcase(name, pattern)
 
 
-@pytest.mark.parametrize(("pattern", "bad"), [("gpt-[4o", True), ("x[", True), ("[!]", True),
-                                              ("o[134]-*", False), ("[]]", False), ("a]b", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("pattern", "bad"),
+    [("gpt-[4o", True), ("x[", True), ("[!]", True), ("o[134]-*", False), ("[]]", False),
+     ("a]b", False)],
+)  # fmt: skip
 def test_bad_globs(pattern: str, bad: bool) -> None:
     assert (glob_problem(pattern) is not None) is bad
+
+
+def test_bundled_schemas_match_the_schema_files() -> None:
+    bundled = (Path(schemas.__file__).with_name("bundled.py")).read_text()
+    assert bundled == schemas.bundle_source(), (
+        "schemas/*.json changed: run `python -m router.config.schema` to update the bundle"
+    )

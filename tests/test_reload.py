@@ -123,3 +123,33 @@ def test_requests_keep_flowing_during_reloads(config, start_gateway):
         done.set()
         thread.join(10)
     assert failures == []
+
+
+def test_a_stream_in_flight_finishes_across_a_reload(tmp_path, start_gateway):
+    import openai
+
+    from tests.fakes import FakeUpstream
+
+    with FakeUpstream.start() as fake:
+        providers = PROVIDERS + f"""
+  slow:
+    type: openai-custom
+    instances:
+      - id: slow-1
+        base_url: {fake.url}/v1
+        api_key: k
+"""
+        config = write_config(tmp_path, {"providers.yaml": providers, "routes.yaml": routes("slow")})
+        gateway = start_gateway(config)
+        fake.script([{"delay_between_events": 0.15}])
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+        with client.chat.completions.stream(
+            model="m", messages=[{"role": "user", "content": "a slow answer across a reload"}]
+        ) as stream:
+            first = next(iter(stream))
+            assert first is not None
+            (config / "routes.yaml").write_text(routes("echo-b"))
+            wait_for(lambda: provider_of(gateway) == "echo-b", timeout=3.0)
+            final = stream.get_final_completion()
+        assert final.choices[0].message.content == "echo: a slow answer across a reload"
+        assert fake.last_request()["completed"] is True

@@ -110,34 +110,84 @@ def resolve(plan: Plan, **request: Any) -> tuple[str, str, list[str], str | None
 
 
 MANY = {"messages": [{"role": "user", "content": "hi"}] * 5}
+CODE = ["claudeCode-custom", "echo"]
+GPT = ["openai-custom", "claude-custom"]
+ECHO = ["echo"]
+VIP = {"x-tier": "vip"}
 
+# (case id, request, (via, route, chain, model of the first target))
 CASES = [
-    # (case id, request, (via, route, chain, first target's model))
-    ("exact-in-list", {"model": "opus"}, ("route", "claude-code", ["claudeCode-custom", "echo"], None)),
-    ("claude-code-sonnet", {"model": "sonnet"}, ("route", "claude-code", ["claudeCode-custom", "echo"], None)),
-    ("claude-code-haiku", {"model": "haiku", "protocol": "anthropic"}, ("route", "claude-code", ["claudeCode-custom", "echo"], None)),
-    ("glob", {"model": "gpt-4.1"}, ("route", "gpt", ["openai-custom", "claude-custom"], None)),
-    ("glob-class", {"model": "o3-mini"}, ("route", "gpt", ["openai-custom", "claude-custom"], None)),
-    ("glob-class-miss", {"model": "o2-mini"}, ("default", "default", ["echo"], None)),
-    ("exact-in-glob-list", {"model": "chatgpt-4o-latest"}, ("route", "gpt", ["openai-custom", "claude-custom"], None)),
+    ("exact-in-list", {"model": "opus"}, ("route", "claude-code", CODE, None)),
+    ("claude-code-sonnet", {"model": "sonnet"}, ("route", "claude-code", CODE, None)),
+    (
+        "claude-code-haiku",
+        {"model": "haiku", "protocol": "anthropic"},
+        ("route", "claude-code", CODE, None),
+    ),
+    ("glob", {"model": "gpt-4.1"}, ("route", "gpt", GPT, None)),
+    ("glob-class", {"model": "o3-mini"}, ("route", "gpt", GPT, None)),
+    ("glob-class-miss", {"model": "o2-mini"}, ("default", "default", ECHO, None)),
+    ("exact-in-glob-list", {"model": "chatgpt-4o-latest"}, ("route", "gpt", GPT, None)),
     ("suffix-glob", {"model": "llama-4-preview"}, ("route", "suffix", ["claude-custom"], None)),
     ("exact-after-globs", {"model": "llama"}, ("route", "exact-later", ["openai-custom"], None)),
-    ("protocol-condition", {"model": "gpt-4o", "protocol": "openai-responses"}, ("route", "responses", ["echo"], None)),
-    ("when-on-headers", {"model": "gpt-4o", "headers": {"x-tier": "vip"}}, ("route", "vip", ["claude-custom"], "claude-opus-4-1")),
-    ("when-and-model-both-needed", {"model": "gpt-4.1", "headers": {"x-tier": "vip"}}, ("route", "gpt", ["openai-custom", "claude-custom"], None)),
-    ("when-on-body", {"model": "gpt-4o", "body": MANY}, ("route", "long-prompts", ["claude-custom"], "claude-sonnet-4-5")),
-    ("earlier-exact-beats-when", {"model": "opus", "body": MANY}, ("route", "claude-code", ["claudeCode-custom", "echo"], None)),
-    ("inactive-route-is-skipped", {"model": "gemini-2.5-pro"}, ("default", "default", ["echo"], None)),
-    ("no-match-default", {"model": "mistral-large"}, ("default", "default", ["echo"], None)),
-    ("header-beats-route", {"model": "opus", "headers": {"model-provider": "openai-custom"}}, ("header", "provider:openai-custom", ["openai-custom"], None)),
-    ("header-to-unconfigured", {"model": "x", "headers": {"model-provider": "gemini-api"}}, ("header", "provider:gemini-api", ["gemini-api"], None)),
-    ("empty-header-ignored", {"model": "opus", "headers": {"model-provider": ""}}, ("route", "claude-code", ["claudeCode-custom", "echo"], None)),
-    ("path-beats-header", {"model": "opus", "path": "claude-custom", "headers": {"model-provider": "openai-custom"}}, ("path", "provider:claude-custom", ["claude-custom"], None)),
-    ("path-beats-route", {"model": "gpt-4o", "path": "echo"}, ("path", "provider:echo", ["echo"], None)),
-]  # fmt: skip
+    (
+        "protocol-condition",
+        {"model": "gpt-4o", "protocol": "openai-responses"},
+        ("route", "responses", ECHO, None),
+    ),
+    (
+        "when-on-headers",
+        {"model": "gpt-4o", "headers": VIP},
+        ("route", "vip", ["claude-custom"], "claude-opus-4-1"),
+    ),
+    (
+        "when-and-model-both-needed",
+        {"model": "gpt-4.1", "headers": VIP},
+        ("route", "gpt", GPT, None),
+    ),
+    (
+        "when-on-body",
+        {"model": "gpt-4o", "body": MANY},
+        ("route", "long-prompts", ["claude-custom"], "claude-sonnet-4-5"),
+    ),
+    (
+        "earlier-exact-beats-when",
+        {"model": "opus", "body": MANY},
+        ("route", "claude-code", CODE, None),
+    ),
+    ("inactive-route-is-skipped", {"model": "gemini-2.5-pro"}, ("default", "default", ECHO, None)),
+    ("no-match-default", {"model": "mistral-large"}, ("default", "default", ECHO, None)),
+    (
+        "header-beats-route",
+        {"model": "opus", "headers": {"model-provider": "openai-custom"}},
+        ("header", "provider:openai-custom", ["openai-custom"], None),
+    ),
+    (
+        "header-to-unconfigured",
+        {"model": "x", "headers": {"model-provider": "gemini-api"}},
+        ("header", "provider:gemini-api", ["gemini-api"], None),
+    ),
+    (
+        "empty-header-ignored",
+        {"model": "opus", "headers": {"model-provider": ""}},
+        ("route", "claude-code", CODE, None),
+    ),
+    (
+        "path-beats-header",
+        {"model": "opus", "path": "claude-custom", "headers": {"model-provider": "openai-custom"}},
+        ("path", "provider:claude-custom", ["claude-custom"], None),
+    ),
+    (
+        "path-beats-route",
+        {"model": "gpt-4o", "path": "echo"},
+        ("path", "provider:echo", ECHO, None),
+    ),
+]
 
 
-@pytest.mark.parametrize(("request_", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("request_", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_resolution_table(config: Path, request_: dict, expected: tuple) -> None:
     assert resolve(plan_for(config), **request_) == expected
 
@@ -150,7 +200,8 @@ def test_model_provider_sets_the_default(config: Path) -> None:
 
 def test_a_secret_brings_an_inactive_route_alive(config: Path) -> None:
     plan = plan_for(config, {"GEMINI_API_KEY": "g-key"})
-    assert resolve(plan, model="gemini-2.5-pro")[:3] == ("route", "gemini-needs-key", ["gemini-api"])
+    found = resolve(plan, model="gemini-2.5-pro")
+    assert found[:3] == ("route", "gemini-needs-key", ["gemini-api"])
 
 
 @pytest.mark.parametrize(
@@ -183,7 +234,8 @@ def test_custom_override_header_is_lower_cased(tmp_path: Path) -> None:
     routes = "default: echo\noverrides: { header: X-Route-To }\n"
     plan = plan_for(write(tmp_path, {"providers.yaml": PROVIDERS, "routes.yaml": routes}))
     assert plan.header == "x-route-to"
-    assert resolve(plan, headers={"x-route-to": "claude-custom"})[:2] == ("header", "provider:claude-custom")
+    found = resolve(plan, headers={"x-route-to": "claude-custom"})
+    assert found[:2] == ("header", "provider:claude-custom")
 
 
 def test_route_level_settings_reach_the_plan(tmp_path: Path) -> None:
@@ -199,7 +251,8 @@ def test_route_level_settings_reach_the_plan(tmp_path: Path) -> None:
         max_attempts: 3
     """
     pipeline = "request:\n  - set: { x: 1 }\n"
-    directory = write(tmp_path, {"providers.yaml": PROVIDERS, "routes.yaml": routes, "pipelines/p.yaml": pipeline})
+    files = {"providers.yaml": PROVIDERS, "routes.yaml": routes, "pipelines/p.yaml": pipeline}
+    directory = write(tmp_path, files)
     route = plan_for(directory).routes[0]
     assert (route.strict, route.retry_on, route.max_attempts) == (True, frozenset({429, "5xx"}), 3)
     assert route.targets[0].pipeline is not None and route.targets[0].pipeline.name == "p"
@@ -286,5 +339,25 @@ def test_matcher_indexes_instead_of_scanning() -> None:
     assert len(matcher.exact) == 5000
     assert matcher.always == ()
     # a model only meets the globs filed under its own literal prefixes
-    candidates = [e for p, entries in matcher.by_prefix.items() if "family-42-x".startswith(p) for e in entries]
-    assert len(candidates) == 1
+    buckets = [e for p, e in matcher.by_prefix.items() if "family-42-x".startswith(p)]
+    assert sum(map(len, buckets)) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs=st.lists(spec_strategy, min_size=1, max_size=8))
+def test_shadow_warnings_are_sound(specs: list[MatchSpec]) -> None:
+    """Whatever `router check` calls shadowed really never matches."""
+    from router.compiler.shadow import find_shadows
+
+    requests = [
+        (model, protocol, {"flag": flag})
+        for model in [*MODELS, "gpt-4o-mini-x", "ox", "claude-"]
+        for protocol in ("openai-chat", "anthropic", "gemini")
+        for flag in (True, False)
+    ]
+    for shadow in find_shadows(specs):
+        assert shadow.by < shadow.route
+        for model, protocol, body in requests:
+            if shadow.pattern is not None and not glob_test(shadow.pattern)(model):
+                continue
+            assert naive_first(specs, model, protocol, body) != shadow.route, (shadow, model)

@@ -35,23 +35,25 @@ class _Group:
     globs: dict[str, list[tuple[int, Callable[[str], bool], bool]]] = field(default_factory=dict)
     lengths: set[int] = field(default_factory=set)
 
-    def covering(self, pattern: str) -> int | None:
-        """The earliest route seen so far that covers `pattern` (a name or a glob)."""
-        found: list[int] = []
-        if self.catch_all is not None:
-            found.append(self.catch_all)
-        if pattern in self.exact:
-            found.append(self.exact[pattern])
-        literal = not is_glob(pattern)
-        if literal or star_only(pattern):
+    def covering(self, pattern: str, literal: bool) -> int | None:
+        """The earliest route seen so far that covers `pattern` (a name when `literal`,
+        else a glob)."""
+        best = self.catch_all
+        hit = self.exact.get(pattern)
+        if hit is not None and (best is None or hit < best):
+            best = hit
+        if self.globs and (literal or star_only(pattern)):
+            size = len(pattern)
             for length in self.lengths:
-                if length > len(pattern):
+                if length > size:
                     continue
                 for index, test, only_stars in self.globs.get(pattern[:length], ()):
-                    if (literal or only_stars) and test(pattern):
-                        found.append(index)
+                    if best is not None and index >= best:
                         break
-        return min(found) if found else None
+                    if (literal or only_stars) and test(pattern):
+                        best = index
+                        break
+        return best
 
     def add(self, index: int, spec: MatchSpec) -> None:
         if not spec.models:
@@ -90,7 +92,8 @@ def _check(index: int, spec: MatchSpec, groups: list[_Group]) -> list[Shadow]:
         return [Shadow(index, min(covering), None)] if covering else []
     covered: list[tuple[str, int]] = []
     for pattern in spec.models:
-        hits = [h for g in groups if (h := g.covering(pattern)) is not None]
+        literal = not is_glob(pattern)
+        hits = [h for g in groups if (h := g.covering(pattern, literal)) is not None]
         if hits:
             covered.append((pattern, min(hits)))
     if covered and len(covered) == len(spec.models):

@@ -1,5 +1,6 @@
-"""Per-instance health: consecutive errors, a circuit that opens after `max_errors`, and a
-single half-open probe after `recover_after`."""
+"""Per-instance health: consecutive errors, a circuit that opens after `max_errors`, a
+single half-open probe after `recover_after`, and a cool-down while an upstream's
+`Retry-After` runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import time
 from dataclasses import dataclass, field
 
 from router.compiler.plan import HealthPolicy
+
+# A Retry-After longer than this is not taken at its word (a broken header must not park
+# an instance for days); the circuit breaker handles longer outages.
+MAX_COOLDOWN = 3600.0
 
 
 @dataclass(slots=True)
@@ -24,9 +29,12 @@ class InstanceHealth:
     last_error: LastError | None = None
     last_used: float = 0.0
     down_since: float | None = None  # set while the circuit is open
-    probing: bool = False
+    probing: bool = False  # the one half-open probe is in flight
+    cooldown_until: float = 0.0  # not selected before this time (upstream Retry-After)
 
     def available(self, policy: HealthPolicy, now: float) -> bool:
+        if now < self.cooldown_until:
+            return False
         if self.down_since is None:
             return True
         return not self.probing and now - self.down_since >= policy.recover_after
@@ -42,27 +50,42 @@ class InstanceHealth:
         self.down_since = None
         self.probing = False
 
-    def fail(self, policy: HealthPolicy, status: int | None, message: str) -> None:
+    def fail(
+        self,
+        policy: HealthPolicy,
+        status: int | None,
+        message: str,
+        retry_after: float | None = None,
+    ) -> None:
         now = time.time()
         self.failures += 1
         self.consecutive_errors += 1
         self.last_error = LastError(now, status, message)
+        if retry_after:
+            self.cooldown_until = max(self.cooldown_until, now + min(retry_after, MAX_COOLDOWN))
         if self.probing or self.consecutive_errors >= policy.max_errors:
             self.down_since = now
         self.probing = False
 
     def release(self) -> None:
-        """The call ended without a verdict (client went away): free the probe slot."""
+        """The call ended without a verdict on the instance (client went away, or the
+        upstream rejected the request itself): free the probe slot."""
         self.probing = False
 
     @property
     def healthy(self) -> bool:
         return self.down_since is None
 
+    def recovers_at(self, policy: HealthPolicy) -> float | None:
+        """When the circuit lets a probe through (None while closed)."""
+        return None if self.down_since is None else self.down_since + policy.recover_after
+
 
 @dataclass(slots=True)
 class HealthBook:
-    """Health per (provider, instance id). Lives across config reloads."""
+    """Health per (provider, instance id), process-wide. A config reload builds new
+    Instance objects but keeps this book, so an instance whose provider and id are
+    unchanged keeps its state."""
 
     entries: dict[tuple[str, str], InstanceHealth] = field(default_factory=dict)
 

@@ -14,11 +14,11 @@ def candidates(book: HealthBook, provider: Provider, model: str) -> list[Instanc
     `begin`s an attempt, so concurrent requests rotate."""
     now = time.time()
     eligible = []
-    for instance in provider.instances:
+    for position, instance in enumerate(provider.instances):
         if not instance.enabled or instance.unconfigured or not instance.serves(model):
             continue
         health = book.of(provider.name, instance.id)
         if health.available(provider.health, now):
-            eligible.append((health.last_used, instance.id, instance))
-    eligible.sort(key=lambda item: (item[0], item[1]))
+            eligible.append((health.last_used, position, instance))
+    eligible.sort(key=lambda item: (item[0], item[1]))  # never used: in config order
     return [instance for _, _, instance in eligible]

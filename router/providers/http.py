@@ -1,15 +1,20 @@
-"""One pooled HTTP client per process and proxy setting, shared by every adapter."""
+"""One pooled HTTP client per process and proxy setting, shared by every adapter, and the
+header hygiene of every upstream request."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import httpx
 
+# Hop-by-hop headers (RFC 9110 7.6.1) and those httpx derives from the request itself.
 _HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
+        "proxy-connection",
         "te",
         "trailer",
         "transfer-encoding",
@@ -23,13 +28,16 @@ _clients: dict[str | bool | None, httpx.AsyncClient] = {}
 
 
 def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
-    """None follows the system proxy variables, False ignores them, a URL forces one."""
+    """None (or True) follows the system proxy variables (HTTPS_PROXY, NO_PROXY...),
+    False ignores them, a URL sends everything through that proxy."""
+    if proxy is True:
+        proxy = None
     client = _clients.get(proxy)
     if client is None:
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(600.0, connect=10.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            trust_env=proxy is None or proxy is True,
+            trust_env=proxy is None,
             proxy=proxy if isinstance(proxy, str) else None,
             follow_redirects=False,
         )
@@ -39,6 +47,28 @@ def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
 
 def is_hop_by_hop(name: str) -> bool:
     return name.lower() in _HOP_BY_HOP
+
+
+def upstream_headers(
+    auth: Mapping[str, str],
+    instance: Mapping[str, str],
+    extra: Mapping[str, str],
+    stream: bool,
+) -> dict[str, str]:
+    """The headers of one upstream request, later sources winning: the adapter's auth,
+    the instance's `headers`, then the per-request ones (forwarded anthropic-* headers,
+    the pipeline's `headers` stage). Names are lower-cased so an override replaces
+    rather than duplicates; hop-by-hop headers are dropped. Nothing of the client's
+    own request reaches here except what `extra` names, so its gateway key never does."""
+    headers = {"content-type": "application/json"}
+    for source in (auth, instance, extra):
+        for name, value in source.items():
+            key = name.lower()
+            if key not in _HOP_BY_HOP:
+                headers[key] = str(value)
+    if stream:
+        headers["accept"] = "text/event-stream"
+    return headers
 
 
 async def close_all() -> None:

@@ -26,7 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -89,10 +89,12 @@ def settings_for(
     provider: str,
     instance: str | None = None,
     config_dir: str | None = None,
+    callback_port: int | None = None,
 ) -> OAuthSettings:
     kind, pool, found = resolve_target(plan, provider, instance)
     directory = config_dir or (plan.config_dir if plan is not None else None)
-    return oauth_settings(kind, pool, found, directory)
+    settings = oauth_settings(kind, pool, found, directory)
+    return settings if callback_port is None else replace(settings, callback_port=callback_port)
 
 
 # --- the authorization flow ------------------------------------------------------------
@@ -119,7 +121,7 @@ class AuthFlow:
     state: str = field(default_factory=lambda: generate_token(32))
     verifier: str = field(default_factory=lambda: generate_token(64), repr=False)
     redirect_uri: str = ""
-    status: str = "pending"  # pending | done | failed
+    status: str = "pending"  # pending | exchanging | done | failed
     error: str | None = None
     _server: asyncio.Server | None = None
     _done: asyncio.Future[Path] | None = None
@@ -204,7 +206,7 @@ class AuthFlow:
         if self.status != "pending":
             return 409, f"This sign-in is already {self.status}."
         query = {k: v[0] for k, v in parse_qs(target.query).items()}
-        if not hmac.compare_digest(query.get("state", ""), self.state):
+        if not hmac.compare_digest(query.get("state", "").encode(), self.state.encode()):
             return 400, "State mismatch: this callback does not belong to the pending sign-in."
         if "error" in query:
             self._fail(f"refused: {query['error']}")
@@ -268,13 +270,14 @@ async def start_auth(
     instance: str | None = None,
     *,
     external_host: str | None = None,
+    callback_port: int | None = None,
     config_dir: str | None = None,
     timeout: float = AUTH_TIMEOUT,
     on_complete: Callable[[Path], Awaitable[None] | None] | None = None,
 ) -> dict[str, Any]:
     """Start a sign-in; its callback is awaited in the background (in this event loop).
     A pending sign-in on the same callback port is cancelled first."""
-    settings = settings_for(plan, provider, instance, config_dir)
+    settings = settings_for(plan, provider, instance, config_dir, callback_port)
     for state, pending in list(_FLOWS.items()):
         port = pending.settings.callback_port
         if pending.status == "pending" and port and port == settings.callback_port:
@@ -305,10 +308,14 @@ async def _finish(
     except ir.Error as error:
         log.warning("OAuth sign-in for %s failed: %s", flow.settings.provider_type, error.message)
         return
-    if on_complete is not None:
+    if on_complete is None:
+        return
+    try:
         result = on_complete(path)
         if asyncio.iscoroutine(result):
             await result
+    except Exception:
+        log.exception("after the OAuth sign-in: on_complete failed")
 
 
 def _forget_finished() -> None:
@@ -373,12 +380,15 @@ def run_oauth_cli(
     config_dir: str,
     *,
     external_host: str | None = None,
+    callback_port: int | None = None,
     timeout: float = AUTH_TIMEOUT,
 ) -> int:
     """`router oauth TYPE [--instance ID]`: print the URL, wait for the callback, write
     the credentials. 0 on success, 1 on failure (message on stderr)."""
     try:
-        return asyncio.run(_run_cli(provider_type, instance, config_dir, external_host, timeout))
+        return asyncio.run(
+            _run_cli(provider_type, instance, config_dir, external_host, callback_port, timeout)
+        )
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 1
@@ -389,11 +399,12 @@ async def _run_cli(
     instance: str | None,
     config_dir: str,
     external_host: str | None,
+    callback_port: int | None,
     timeout: float,
 ) -> int:
     plan = _compile_quietly(config_dir)
     try:
-        settings = settings_for(plan, provider_type, instance, config_dir)
+        settings = settings_for(plan, provider_type, instance, config_dir, callback_port)
         flow = AuthFlow(settings, external_host)
         url = await flow.start()
     except ir.Error as error:

@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 
 from router.protocols import ir
 from router.providers.http import close_all
-from router.server import endpoints, management
+from router.server import endpoints, management, oauth_routes
 from router.server.errors import error_response, protocol_for_path
 from router.server.reload import fingerprint, watch
 from router.server.state import PlanHolder
@@ -56,7 +56,7 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
 
     max_body = int(os.environ.get("ROUTER_MAX_BODY_MB", DEFAULT_MAX_BODY_MB)) * 1024 * 1024
     app = Litestar(
-        route_handlers=[*endpoints.ROUTES, *management.ROUTES],
+        route_handlers=[*endpoints.ROUTES, *management.ROUTES, *oauth_routes.ROUTES],
         on_startup=[start_watcher],
         on_shutdown=[shutdown],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},

@@ -1,26 +1,52 @@
 """Stages 3-8 for one request: resolve, then try each target of the chain and each healthy
-instance of its pool until one answers; translate the answer back."""
+instance of its pool until one answers; translate the answer back.
+
+Failover policy, in one place:
+* A retryable failure (connect error, timeout, 408, 429, 5xx, an error event before the
+  first content of a stream; or the route's `retry_on` statuses) moves on at once to the
+  next healthy instance of the pool, then to the next target of the chain (re-translated
+  from the client's request when its protocol differs). `max_attempts` caps the total.
+* Any other upstream error (400, 401, 403, 404, 422, ...) goes back to the client at once,
+  with its status, in the client's protocol.
+* Retry-After: the instance that sent it is skipped by every request until it has passed.
+  When no other instance or target is left and it is at most RETRY_AFTER_WAIT_MAX
+  seconds, the request waits it out once and tries that instance again; a longer one
+  goes back to the client (429 with Retry-After), whose SDK knows how to back off.
+* Every response, answer or error, carries x-router-provider / -instance / -attempts
+  as far as they are known."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from router.compiler.plan import Instance, Plan, Provider, Route
-from router.pool.health import HealthBook
+from router.compiler.plan import Instance, Plan, Provider, Route, Target
+from router.pool.health import HealthBook, InstanceHealth
 from router.pool.select import candidates
 from router.protocols import ir, module_for
 from router.providers.base import Call, IRAdapter, WireAdapter
 from router.providers.registry import adapter_for
 from router.server import respond
 from router.server.translate import Inbound, Prepared, mapped_client_body, prepare, to_ir
-from router.server.upstream import AttemptFailed, PrimedStream, call_ir, call_wire
+from router.server.upstream import Answer, AttemptFailed, PrimedStream, call_ir, call_wire
 
 log = logging.getLogger("router.dispatch")
 
 HEALTH = HealthBook()
 _DEFAULT_INSTANCE = Instance(id="default")
+RETRY_AFTER_WAIT_MAX = 2.0  # seconds
+# Upstream failures after every attempt, as the client sees them: a 429 stays a 429 so
+# the client backs off; other upstream errors become gateway errors.
+_EXHAUSTED_STATUS = {429: 429, 503: 503, 504: 504, 408: 504}
+# Upstream rejections that say the instance itself is broken (its key), not the request.
+_INSTANCE_FAULTS = frozenset({401, 403})
+
+T = TypeVar("T")
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(slots=True)
@@ -35,10 +61,180 @@ class Outcome:
 
 
 class Exhausted(Exception):
-    def __init__(self, error: ir.Error, attempts: int) -> None:
+    """The request ends without an answer: every attempt failed, or one failed in a way
+    not worth retrying. `error` is final (its status is what the client gets) and
+    `headers` the x-router-* trace."""
+
+    def __init__(
+        self, error: ir.Error, attempts: int, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.attempts = attempts
+        self.headers = dict(headers or {"x-router-attempts": str(attempts)})
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request was being dispatched."""
+
+
+@dataclass(slots=True)
+class _Waitable:
+    """A rate-limited attempt that may be retried once its Retry-After has passed."""
+
+    target: Target
+    provider: Provider
+    instance: Instance
+    prepared: Prepared
+    retry_after: float
+
+
+@dataclass(slots=True)
+class _Run:
+    """One request's walk over its chain."""
+
+    plan: Plan
+    inbound: Inbound
+    route: Route
+    attempts: int = 0
+    provider: str | None = None
+    instance: str | None = None
+    last_error: ir.Error | None = None
+    waitable: _Waitable | None = None
+    client_request: ir.Request | None = None
+
+    @property
+    def spent(self) -> bool:
+        return self.route.max_attempts is not None and self.attempts >= self.route.max_attempts
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "x-router-attempts": str(self.attempts),
+            "x-router-generation": self.plan.generation,
+        }
+        if self.provider is not None:
+            headers["x-router-provider"] = self.provider
+        if self.instance is not None:
+            headers["x-router-instance"] = self.instance
+        return headers
+
+    async def walk(self) -> Outcome:
+        for target in self.route.targets:
+            if self.spent:
+                break
+            provider = self.plan.providers[target.provider]
+            self.provider, self.instance = provider.name, None
+            prepared = await self._prepare(target, provider)
+            instances = instances_for(provider, prepared.model)
+            if not instances:
+                message = f"provider {provider.name}: no healthy instance"
+                self.last_error = ir.Error(503, "unavailable", message)
+            for instance in instances:
+                if self.spent:
+                    break
+                outcome = await self._try(target, provider, instance, prepared)
+                if outcome is not None:
+                    return outcome
+        outcome = await self._wait_out_rate_limit()
+        if outcome is not None:
+            return outcome
+        raise self._exhausted()
+
+    async def _prepare(self, target: Target, provider: Provider) -> Prepared:
+        inbound = self.inbound
+        client_body = mapped_client_body(inbound, target.pipeline)
+        try:
+            prepared = await prepare(inbound, target, provider, client_body, self.client_request)
+        except ir.Error as error:
+            raise Exhausted(error, self.attempts, self.headers()) from None
+        if prepared.request is not None and client_body is inbound.body:
+            self.client_request = prepared.request
+        if (inbound.strict or self.route.strict) and prepared.dropped:
+            dropped = ", ".join(sorted(set(prepared.dropped)))
+            message = f"strict mode: cannot carry {dropped} to provider {provider.name}"
+            raise Exhausted(
+                ir.Error(400, "invalid_request", message), self.attempts, self.headers()
+            )
+        return prepared
+
+    async def _try(
+        self, target: Target, provider: Provider, instance: Instance, prepared: Prepared
+    ) -> Outcome | None:
+        self.attempts += 1
+        self.provider, self.instance = provider.name, instance.id
+        health = HEALTH.of(provider.name, instance.id)
+        health.begin(provider.health, time.time())
+        started = time.perf_counter()
+        try:
+            result = await _attempt(provider, instance, prepared, self.inbound, self.route)
+            outcome = respond.build(
+                self.inbound, provider, prepared, result, health, target.pipeline
+            )
+        except AttemptFailed as failure:
+            self._failed(target, provider, instance, prepared, health, failure)
+            return None
+        except BaseException:
+            health.release()
+            raise
+        outcome.upstream_seconds = time.perf_counter() - started
+        outcome.headers.update(self.headers())
+        if prepared.dropped:
+            outcome.headers["x-router-dropped"] = ",".join(sorted(set(prepared.dropped)))
+        return outcome
+
+    def _failed(
+        self,
+        target: Target,
+        provider: Provider,
+        instance: Instance,
+        prepared: Prepared,
+        health: InstanceHealth,
+        failure: AttemptFailed,
+    ) -> None:
+        error = failure.error
+        log.warning(
+            "attempt %d: %s/%s failed: %s", self.attempts, provider.name, instance.id, error
+        )
+        record_failure(health, provider, failure)
+        if not failure.retryable:
+            raise Exhausted(error, self.attempts, self.headers())
+        self.last_error = error
+        wait = error.retry_after if error.status == 429 else None
+        if wait is not None and (self.waitable is None or wait < self.waitable.retry_after):
+            self.waitable = _Waitable(target, provider, instance, prepared, wait)
+
+    async def _wait_out_rate_limit(self) -> Outcome | None:
+        waitable = self.waitable
+        if waitable is None or waitable.retry_after > RETRY_AFTER_WAIT_MAX or self.spent:
+            return None
+        self.waitable = None
+        await asyncio.sleep(waitable.retry_after)
+        return await self._try(
+            waitable.target, waitable.provider, waitable.instance, waitable.prepared
+        )
+
+    def _exhausted(self) -> Exhausted:
+        error = self.last_error or ir.Error(
+            503, "unavailable", "no provider could take the request"
+        )
+        status = _EXHAUSTED_STATUS.get(error.status, 502)
+        final = ir.Error(
+            status,
+            ir.error_kind_for_status(status),
+            f"all upstream attempts failed; last: {error.message}",
+            retry_after=error.retry_after,
+        )
+        return Exhausted(final, self.attempts, self.headers())
+
+
+def record_failure(health: InstanceHealth, provider: Provider, failure: AttemptFailed) -> None:
+    """Count a failed attempt against the instance, unless the upstream only rejected
+    the request (400, 404, 422...): then the instance is fine and the call is neutral."""
+    error = failure.error
+    if failure.retryable or error.status in _INSTANCE_FAULTS:
+        health.fail(provider.health, error.status, error.message, error.retry_after)
+    else:
+        health.release()
 
 
 async def dispatch(plan: Plan, inbound: Inbound) -> Outcome:
@@ -50,63 +246,9 @@ async def dispatch(plan: Plan, inbound: Inbound) -> Outcome:
         body=inbound.body,
         path_provider=inbound.path_provider,
     )
-    route = resolution.route
-    strict = inbound.strict or route.strict
-    attempts = 0
-    last_error: ir.Error | None = None
-    client_request: ir.Request | None = None
-    max_attempts = route.max_attempts or 1_000_000
-
-    for target in route.targets:
-        provider = plan.providers[target.provider]
-        client_body = mapped_client_body(inbound, target.pipeline)
-        prepared = await prepare(inbound, target, provider, client_body, client_request)
-        if prepared.request is not None and client_body is inbound.body:
-            client_request = prepared.request
-        if strict and prepared.dropped:
-            raise ir.Error(
-                400,
-                "invalid_request",
-                f"strict mode: cannot carry {', '.join(sorted(set(prepared.dropped)))} "
-                f"to provider {provider.name}",
-            )
-        instances = instances_for(provider, prepared.model)
-        if not instances:
-            last_error = ir.Error(503, "unavailable", f"provider {provider.name}: no healthy instance")
-            continue
-        for instance in instances:
-            if attempts >= max_attempts:
-                break
-            attempts += 1
-            health = HEALTH.of(provider.name, instance.id)
-            health.begin(provider.health, time.time())
-            upstream_started = time.perf_counter()
-            try:
-                result = await _attempt(provider, instance, prepared, inbound, route)
-            except AttemptFailed as failure:
-                health.fail(provider.health, failure.error.status, failure.error.message)
-                log.warning(
-                    "attempt %d: %s/%s failed: %s", attempts, provider.name, instance.id, failure.error
-                )
-                if not failure.retryable:
-                    raise failure.error from None
-                last_error = failure.error
-                continue
-            except BaseException:
-                health.release()
-                raise
-            upstream_seconds = time.perf_counter() - upstream_started
-            outcome = respond.build(
-                inbound, provider, prepared, result, health, target.pipeline
-            )
-            outcome.headers.update(_trace_headers(provider, instance, attempts, prepared))
-            outcome.headers["x-router-generation"] = plan.generation
-            outcome.upstream_seconds = upstream_seconds
-            outcome.started = started
-            return outcome
-    raise Exhausted(
-        last_error or ir.Error(503, "unavailable", "no provider could take the request"), attempts
-    )
+    outcome = await _Run(plan, inbound, resolution.route).walk()
+    outcome.started = started
+    return outcome
 
 
 def instances_for(provider: Provider, model: str) -> list[Instance]:
@@ -117,11 +259,7 @@ def instances_for(provider: Provider, model: str) -> list[Instance]:
 
 async def _attempt(
     provider: Provider, instance: Instance, prepared: Prepared, inbound: Inbound, route: Route
-):
-    try:
-        adapter = adapter_for(provider)
-    except ir.Error as error:
-        raise AttemptFailed(error, True) from None
+) -> Answer | PrimedStream:
     call = Call(
         provider=provider,
         instance=instance,
@@ -132,33 +270,102 @@ async def _attempt(
         headers=prepared.headers,
         query=prepared.query,
     )
+    return await attempt(provider, call, passthrough=prepared.passthrough, retry_on=route.retry_on)
+
+
+async def attempt(
+    provider: Provider,
+    call: Call,
+    *,
+    passthrough: bool = False,
+    retry_on: frozenset[int | str] = frozenset(),
+    timeout: float | None = None,
+) -> Answer | PrimedStream:
+    """One call through the provider's adapter, bounded by its timeouts (or `timeout`)."""
+    try:
+        adapter = adapter_for(provider)
+    except ir.Error as error:
+        raise AttemptFailed(error, True) from None
+    timeout = timeout or provider.timeout
     if isinstance(adapter, IRAdapter):
         return await call_ir(
-            adapter, call, timeout=provider.timeout, first_token_timeout=provider.first_token_timeout
+            adapter,
+            call,
+            timeout=timeout,
+            first_token_timeout=provider.first_token_timeout,
+            retry_on=retry_on,
         )
     assert isinstance(adapter, WireAdapter)
     return await call_wire(
         adapter,
         call,
         module_for(provider.protocol),
-        passthrough=prepared.passthrough,
-        timeout=provider.timeout,
+        passthrough=passthrough,
+        timeout=timeout,
         first_token_timeout=provider.first_token_timeout,
-        retry_on=route.retry_on,
+        retry_on=retry_on,
     )
 
 
-def _trace_headers(
-    provider: Provider, instance: Instance, attempts: int, prepared: Prepared
-) -> dict[str, str]:
-    headers = {
-        "x-router-provider": provider.name,
-        "x-router-instance": instance.id,
-        "x-router-attempts": str(attempts),
-    }
-    if prepared.dropped:
-        headers["x-router-dropped"] = ",".join(sorted(set(prepared.dropped)))
-    return headers
+# Fast calls finish before anyone could notice a disconnect: only watch for one after this
+# long, so they do not pay for a watcher task.
+WATCH_DISCONNECT_AFTER = 0.2  # seconds
 
 
-__all__ = ["HEALTH", "Exhausted", "Outcome", "PrimedStream", "dispatch", "to_ir"]
+class _DisconnectWatch:
+    """Waits for the ASGI `http.disconnect` and then cancels the request's task."""
+
+    def __init__(self, task: asyncio.Task[Any], receive: Receive) -> None:
+        self.task = task
+        self.receive = receive
+        self.watcher: asyncio.Future[Mapping[str, Any]] | None = None
+        self.gone = False
+
+    def start(self) -> None:
+        self.watcher = asyncio.ensure_future(self.receive())
+        self.watcher.add_done_callback(self._on_message)
+
+    def _on_message(self, watcher: asyncio.Future[Mapping[str, Any]]) -> None:
+        if watcher.cancelled() or watcher.exception() is not None:
+            return
+        if watcher.result().get("type") == "http.disconnect":
+            self.gone = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.remove_done_callback(self._on_message)
+            self.watcher.cancel()
+
+
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so the upstream call in it) if the client
+    disconnects first; then raise ClientGone. Call only after the request body was read,
+    when the next ASGI message can only be `http.disconnect`."""
+    task = asyncio.current_task()
+    assert task is not None
+    watch = _DisconnectWatch(task, receive)
+    timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER, watch.start)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watch.gone and task.uncancel() == 0:
+            raise ClientGone from None
+        raise
+    finally:
+        timer.cancel()
+        watch.stop()
+
+
+__all__ = [
+    "HEALTH",
+    "ClientGone",
+    "Exhausted",
+    "Outcome",
+    "PrimedStream",
+    "attempt",
+    "cancel_on_disconnect",
+    "dispatch",
+    "record_failure",
+    "to_ir",
+]

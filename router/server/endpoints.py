@@ -16,17 +16,13 @@ from router.protocols import ir, module_for
 from router.server import models
 from router.server.auth import check_client
 from router.server.counting import count_tokens
-from router.server.dispatch import Exhausted, Outcome, dispatch
+from router.server.dispatch import ClientGone, Exhausted, Outcome, cancel_on_disconnect, dispatch
 from router.server.errors import error_response
 from router.server.state import PlanHolder
 from router.server.translate import Inbound
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-
-# Upstream failures after every attempt: what the client sees. A 429 stays a 429 so the
-# client backs off; other upstream errors become gateway errors.
-_EXHAUSTED_STATUS = {429: 429, 503: 503, 504: 504, 408: 504}
 
 
 def _holder(request: Request) -> PlanHolder:
@@ -93,11 +89,13 @@ async def _serve(request: Request, protocol: str, provider: str | None, gemini: 
             gemini_sse=query.get("alt") == "sse",
             strict=headers.get("x-router-strict", "").lower() in ("1", "true", "yes"),
         )
-        outcome = await dispatch(plan, inbound)
+        outcome = await cancel_on_disconnect(request.receive, dispatch(plan, inbound))
     except ir.Error as error:
         return error_response(protocol, error)
     except Exhausted as exhausted:
-        return _exhausted(protocol, exhausted)
+        return error_response(protocol, exhausted.error, exhausted.headers)
+    except ClientGone:
+        return Response(b"", status_code=499)
     return _reply(outcome, started)
 
 
@@ -108,15 +106,6 @@ def _gemini_action(model_action: str) -> tuple[str, bool]:
     if action == "streamGenerateContent":
         return model, True
     raise ir.Error(404, "not_found", f"unknown method :{action}")
-
-
-def _exhausted(protocol: str, exhausted: Exhausted) -> Response:
-    error = exhausted.error
-    status = _EXHAUSTED_STATUS.get(error.status, 502)
-    kind = ir.error_kind_for_status(status)
-    message = f"all upstream attempts failed; last: {error.message}"
-    final = ir.Error(status, kind, message, retry_after=error.retry_after)
-    return error_response(protocol, final, {"x-router-attempts": str(exhausted.attempts)})
 
 
 def _reply(outcome: Outcome, started: float) -> Response:

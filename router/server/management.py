@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from litestar import Request, Response, get, post
 
-from router.compiler.plan import Plan
-from router.pool.health import InstanceHealth
-from router.protocols import ir
+from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret
+from router.protocols import ir, module_for
+from router.providers.base import Call
 from router.server.auth import check_admin
-from router.server.dispatch import HEALTH
+from router.server.dispatch import HEALTH, attempt, instances_for, record_failure
 from router.server.errors import error_response
 from router.server.models import reachable
 from router.server.reload import request_reload
 from router.server.state import PlanHolder
+from router.server.upstream import Answer, AttemptFailed, PrimedStream, decode_json
 
 _encode = msgspec.json.Encoder().encode
+PROBE_TIMEOUT = 30.0  # seconds, at most: a health check must not hang the admin
+PROBE_MAX_TOKENS = 16
 
 
 def _json(document: Any, status: int = 200) -> Response:
@@ -45,39 +50,79 @@ async def health(request: Request) -> Response:
     return _json(document, 200 if plan is not None else 503)
 
 
-def _instance_view(provider: str, instance_id: str, state: InstanceHealth) -> dict[str, Any]:
+def _instance_view(provider: Provider, instance: Instance) -> dict[str, Any]:
+    state = HEALTH.of(provider.name, instance.id)
+    secrets = _secrets(instance)
     last = state.last_error
     return {
+        "id": instance.id,
+        "enabled": instance.enabled,
+        "configured": not instance.unconfigured,
+        "missing_env": list(instance.unconfigured),
+        "base_url": redact_url(instance.base_url) if instance.base_url else None,
+        "proxy": redact_url(instance.proxy) if isinstance(instance.proxy, str) else instance.proxy,
+        "headers": {k: "***" if SECRET_NAME.search(k) else v for k, v in instance.headers.items()},
+        "models": list(instance.models),
+        "exclude_models": list(instance.exclude_models),
         "healthy": state.healthy,
         "consecutive_errors": state.consecutive_errors,
         "successes": state.successes,
         "failures": state.failures,
         "last_used": state.last_used or None,
         "last_error": (
-            {"at": last.at, "status": last.status, "message": last.message} if last else None
+            {"at": last.at, "status": last.status, "message": redact(last.message, secrets)}
+            if last
+            else None
         ),
+        "down_since": state.down_since,
+        "recovers_at": state.recovers_at(provider.health),
+        "probing": state.probing,
+        "cooldown_until": state.cooldown_until or None,
     }
+
+
+def _secrets(instance: Instance) -> list[str]:
+    values = [instance.api_key.value] if instance.api_key else []
+    values += [v for k, v in instance.headers.items() if SECRET_NAME.search(k)]
+    client_secret = instance.options.get("client_secret")
+    if isinstance(client_secret, Secret):
+        values.append(client_secret.value)
+    return [v for v in values if len(v) >= 4]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def redact_url(url: str) -> str:
+    """A URL without its password and without secret-looking query values."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = urlencode(
+        [
+            (k, "***" if SECRET_NAME.search(k) or k == "key" else v)
+            for k, v in parse_qsl(parts.query)
+        ]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def provider_health_document(plan: Plan) -> dict[str, Any]:
     providers = {}
     for name, provider in sorted(plan.providers.items()):
-        instances = []
-        for instance in provider.instances:
-            state = HEALTH.of(name, instance.id)
-            instances.append(
-                {
-                    "id": instance.id,
-                    "enabled": instance.enabled,
-                    "configured": not instance.unconfigured,
-                    "missing_env": list(instance.unconfigured),
-                    **_instance_view(name, instance.id, state),
-                }
-            )
         providers[name] = {
             "type": provider.type,
             "reachable": reachable(provider),
-            "instances": instances,
+            "health": {
+                "max_errors": provider.health.max_errors,
+                "recover_after": provider.health.recover_after,
+            },
+            "instances": [_instance_view(provider, i) for i in provider.instances],
         }
     return {"generation": plan.generation, "time": time.time(), "providers": providers}
 
@@ -120,16 +165,122 @@ async def reload_config(request: Request) -> Response:
     )
 
 
+def _providers_named(plan: Plan, name: str) -> list[Provider]:
+    """The pools called `name`, or else every pool of adapter type `name`."""
+    if name in plan.providers:
+        return [plan.providers[name]]
+    matched = [p for _, p in sorted(plan.providers.items()) if p.type == name]
+    if not matched:
+        raise ir.Error(404, "not_found", f"no provider named or of type {name!r}")
+    return matched
+
+
 @post("/api/providers/{name:str}/reset-health", status_code=200)
 async def reset_health(request: Request, name: str) -> Response:
     try:
-        plan = _admin(request)
-        if name not in plan.providers:
-            raise ir.Error(404, "not_found", f"unknown provider {name!r}")
+        providers = _providers_named(_admin(request), name)
     except ir.Error as error:
         return error_response("openai-chat", error)
-    HEALTH.reset(name)
-    return _json({"reset": name})
+    for provider in providers:
+        HEALTH.reset(provider.name)
+    return _json({"reset": [p.name for p in providers]})
 
 
-ROUTES = [health, provider_health, reload_config, reset_health]
+@post("/api/providers/{name:str}/health-check", status_code=200)
+async def health_check(request: Request, name: str) -> Response:
+    """Send a tiny real request to every enabled, configured instance of the pools named
+    (or typed) `name`, at once; record the results in the health book and report them.
+    `?model=` picks the model; otherwise the pool's first listed model."""
+    try:
+        providers = _providers_named(_admin(request), name)
+    except ir.Error as error:
+        return error_response("openai-chat", error)
+    model = request.query_params.get("model")
+    checks = [_check_pool(provider, model) for provider in providers]
+    results = await asyncio.gather(*checks)
+    document = {
+        p.name: {"type": p.type, "instances": r} for p, r in zip(providers, results, strict=True)
+    }
+    ok = all(i.get("ok", True) for r in results for i in r)
+    return _json({"ok": ok, "providers": document})
+
+
+async def _check_pool(provider: Provider, model: str | None) -> list[dict[str, Any]]:
+    instances = provider.instances or (
+        instances_for(provider, "") if provider.type == "echo" else ()
+    )
+    return list(await asyncio.gather(*(_check(provider, i, model) for i in instances)))
+
+
+async def _check(provider: Provider, instance: Instance, model: str | None) -> dict[str, Any]:
+    if not instance.enabled or instance.unconfigured:
+        return {
+            "id": instance.id,
+            "skipped": "disabled" if not instance.enabled else "unconfigured",
+        }
+    model = model or _probe_model(provider, instance)
+    if model is None:
+        message = "no model to probe with: list `models` for the provider or pass ?model="
+        return {"id": instance.id, "ok": False, "status": None, "error": message}
+    health = HEALTH.of(provider.name, instance.id)
+    started = time.perf_counter()
+    try:
+        _validate(
+            provider,
+            await attempt(
+                provider,
+                _probe_call(provider, instance, model),
+                timeout=min(provider.timeout, PROBE_TIMEOUT),
+            ),
+        )
+    except AttemptFailed as failure:
+        record_failure(health, provider, failure)
+        return _probe_result(instance, model, started, failure.error)
+    except ir.Error as error:
+        health.fail(provider.health, error.status, error.message)
+        return _probe_result(instance, model, started, error)
+    health.succeed()
+    return _probe_result(instance, model, started, None)
+
+
+def _probe_result(
+    instance: Instance, model: str, started: float, error: ir.Error | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "id": instance.id,
+        "ok": error is None,
+        "model": model,
+        "status": 200 if error is None else error.status,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    if error is not None:
+        result["error"] = redact(error.message, _secrets(instance))
+    return result
+
+
+def _probe_model(provider: Provider, instance: Instance) -> str | None:
+    for name in (*provider.models, *instance.models):
+        if not any(c in name for c in "*?[") and instance.serves(name):
+            return name
+    return "echo" if provider.type == "echo" else None
+
+
+def _probe_call(provider: Provider, instance: Instance, model: str) -> Call:
+    request = ir.Request(
+        model=model, messages=[ir.Message("user", [ir.Text("ping")])], max_tokens=PROBE_MAX_TOKENS
+    )
+    body = b""
+    if provider.protocol != "ir":
+        body = _encode(module_for(provider.protocol).build_request(request))
+    return Call(
+        provider=provider, instance=instance, model=model, stream=False, request=request, body=body
+    )
+
+
+def _validate(provider: Provider, result: Answer | PrimedStream) -> None:
+    """A 2xx is only healthy when it parses as an answer of the protocol."""
+    if isinstance(result, Answer) and result.response is None:
+        module_for(provider.protocol).parse_response(decode_json(result.body))
+
+
+ROUTES = [health, provider_health, reload_config, reset_health, health_check]

@@ -5,9 +5,10 @@ first byte ends the stream with the protocol's own error event, never a hang."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import msgspec
 
 from router.compiler.plan import Pipeline, Provider
@@ -21,6 +22,7 @@ log = logging.getLogger("router.respond")
 _encode = msgspec.json.Encoder().encode
 
 SSE_MEDIA_TYPE = "text/event-stream"
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
 def build(
@@ -31,11 +33,13 @@ def build(
     health: InstanceHealth,
     pipeline: Pipeline | None,
 ):
+    """The Outcome for a successful attempt. Raises AttemptFailed when a complete answer
+    turns out unusable (invalid JSON), so the dispatcher can still fail over."""
     from router.server.dispatch import Outcome
 
     if isinstance(result, Answer):
-        health.succeed()
         body = _answer_body(inbound, provider, prepared, result, pipeline)
+        health.succeed()
         return Outcome(status=200, headers={}, body=body)
     health.succeed()
     if result.raw is not None:
@@ -57,6 +61,7 @@ def _answer_body(
 ) -> bytes:
     has_response_steps = pipeline is not None and bool(pipeline.response)
     if prepared.passthrough and not has_response_steps:
+        decode_json(answer.body)  # a 2xx that is not a JSON object is the upstream's fault
         return answer.body
     if prepared.passthrough:
         document: dict[str, Any] = decode_json(answer.body)
@@ -72,6 +77,91 @@ def _answer_body(
     return _encode(document)
 
 
+class _Framer:
+    """Cuts a relayed byte stream at event boundaries (blank lines), so bytes reach the
+    client event by event and an error event appended after a broken upstream never
+    lands inside a half-sent one. Counts the events it let through."""
+
+    __slots__ = ("events", "tail")
+
+    def __init__(self) -> None:
+        self.tail = b""
+        self.events = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.tail + chunk if self.tail else chunk
+        end = max(data.rfind(sep) + len(sep) if sep in data else 0 for sep in _EVENT_ENDS)
+        self.tail = data[end:]
+        whole = data[:end]
+        if whole:
+            self.events += whole.count(b"\n\n") + whole.count(b"\r\n\r\n")
+        return whole
+
+    def flush(self) -> bytes:
+        tail, self.tail = self.tail, b""
+        return tail
+
+
+def _relay_error(protocol: str, error: ir.Error, events_sent: int) -> bytes:
+    """The client protocol's mid-stream error event, after relayed upstream events."""
+    module = module_for(protocol)
+    if hasattr(module, "stream_error"):
+        return module.stream_error(error)
+    body = module.error_body(error)
+    if protocol == "openai-responses":
+        inner = body["error"]
+        payload = {
+            "type": "error",
+            "code": inner.get("code"),
+            "message": inner.get("message"),
+            "param": inner.get("param"),
+            "sequence_number": events_sent,
+        }
+        return named_event("error", payload)
+    return data_line(body)  # Gemini SSE: a chunk holding {"error": ...}
+
+
+class _EndWatch:
+    """Feeds relayed chunks to the upstream protocol's decoder to learn how the stream
+    ended: with its terminal event, with an error event, or not at all."""
+
+    __slots__ = ("decoder", "end")
+
+    def __init__(self, decoder: Any, head: list[ir.Event]) -> None:
+        self.decoder = decoder
+        self.end: ir.Event | None = _terminal(head)
+
+    @property
+    def failed(self) -> bool:
+        return isinstance(self.end, ir.Error)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.end is None and self.decoder is not None:
+            self.end = _terminal(self.decoder.feed(chunk))
+
+    def close(self) -> None:
+        """At the upstream's EOF; raises when it ended without its terminal event."""
+        if self.end is None and self.decoder is not None:
+            end = _terminal(self.decoder.close())
+            if isinstance(end, ir.Error):
+                raise AttemptFailed(end, True)
+            self.end = end
+
+
+def _terminal(events: list[ir.Event]) -> ir.Event | None:
+    for event in events:
+        if isinstance(event, ir.Error | ir.Finish):
+            return event
+    return None
+
+
+def _completed(tail: bytes) -> bytes:
+    """The upstream's last event when it lacked the closing blank line (SDKs need it)."""
+    if not tail.strip():
+        return tail
+    return tail + (b"\n" if tail.endswith(b"\n") else b"\n\n")
+
+
 async def _relay(
     inbound: Inbound,
     primed: PrimedStream,
@@ -79,19 +169,39 @@ async def _relay(
     provider: Provider,
     pipeline: Pipeline | None,
 ) -> AsyncIterator[bytes]:
-    mapper = _event_mapper(inbound, pipeline)
+    """Pass-through: the upstream's own bytes, event by event. An upstream error event
+    is relayed as it is; a broken or truncated upstream gets the protocol's error event."""
+    mapper = _event_mapper(inbound, pipeline) or _same
+    framer = _Framer()
+    watch = _EndWatch(primed.decoder, primed.head_events)
     try:
         for chunk in primed.head_raw:
-            yield mapper(chunk) if mapper else chunk
+            if out := framer.feed(chunk):
+                yield mapper(out)
         assert primed.raw is not None
-        async for chunk in primed.raw:
-            yield mapper(chunk) if mapper else chunk
+        if not watch.failed:
+            async for chunk in primed.raw:
+                watch.feed(chunk)
+                if out := framer.feed(chunk):
+                    yield mapper(out)
+                if watch.failed:
+                    break
+            else:
+                watch.close()
+        if isinstance(watch.end, ir.Error):
+            health.fail(provider.health, watch.end.status, watch.end.message)
+        elif tail := _completed(framer.flush()):
+            yield mapper(tail)
     except Exception as exc:  # the upstream broke after bytes reached the client
         error = _mid_stream_error(exc)
         health.fail(provider.health, error.status, error.message)
-        yield stream_error(inbound.protocol, error)
+        yield _relay_error(inbound.protocol, error, framer.events)
     finally:
-        await primed.close()  # type: ignore[misc]
+        await _close(primed)
+
+
+def _same(chunk: bytes) -> bytes:
+    return chunk
 
 
 async def _encode_events(
@@ -106,31 +216,45 @@ async def _encode_events(
     assert prepared.request is not None
     options = {"sse": inbound.gemini_sse} if inbound.protocol == "gemini" else {}
     encoder = client.StreamEncoder(prepared.request, **options)
-    mapper = _event_mapper(inbound, pipeline)
-    ended = False
+    mapper = _event_mapper(inbound, pipeline) or _same
+    end = _terminal(primed.head_events)
+    ended = end is not None
     try:
         for event in primed.head_events:
-            ended = ended or isinstance(event, ir.Finish | ir.Error)
-            chunk = encoder.encode(event)
-            yield mapper(chunk) if mapper else chunk
+            if chunk := encoder.encode(event):
+                yield mapper(chunk)
         assert primed.events is not None
-        async for event in primed.events:
-            if isinstance(event, ir.Error):
-                health.fail(provider.health, event.status, event.message)
-            ended = ended or isinstance(event, ir.Finish | ir.Error)
-            chunk = encoder.encode(event)
-            if chunk:
-                yield mapper(chunk) if mapper else chunk
+        if isinstance(end, ir.Error):
+            health.fail(provider.health, end.status, end.message)
+        else:
+            async for event in primed.events:
+                ended = ended or isinstance(event, ir.Finish | ir.Error)
+                if chunk := encoder.encode(event):
+                    yield mapper(chunk)
+                if isinstance(event, ir.Error):
+                    health.fail(provider.health, event.status, event.message)
+                    break
         if not ended:
-            yield encoder.encode(ir.Error(502, "bad_gateway", "upstream stream ended early"))
+            yield mapper(
+                encoder.encode(ir.Error(502, "bad_gateway", "upstream stream ended early"))
+            )
     except Exception as exc:
-        if ended:
-            raise
+        if ended:  # the client already has a complete stream; only the upstream's tail broke
+            log.info("upstream failed after the end of its stream: %s", exc)
+            return
         error = _mid_stream_error(exc)
         health.fail(provider.health, error.status, error.message)
-        yield encoder.encode(error)
+        yield mapper(encoder.encode(error))
     finally:
-        await primed.close()  # type: ignore[misc]
+        await _close(primed)
+
+
+async def _close(primed: PrimedStream) -> None:
+    """Release the upstream connection, even while the request is being cancelled (the
+    client went away): that close is what tells the upstream to stop generating."""
+    if primed.close is not None:
+        with anyio.CancelScope(shield=True):
+            await primed.close()
 
 
 def _mid_stream_error(exc: Exception) -> ir.Error:
@@ -144,10 +268,10 @@ def _mid_stream_error(exc: Exception) -> ir.Error:
 
 def stream_error(protocol: str, error: ir.Error) -> bytes:
     """The protocol's own mid-stream error event, for relayed (pass-through) streams."""
-    return module_for(protocol).stream_error(error)
+    return _relay_error(protocol, error, 0)
 
 
-def _event_mapper(inbound: Inbound, pipeline: Pipeline | None):
+def _event_mapper(inbound: Inbound, pipeline: Pipeline | None) -> Callable[[bytes], bytes] | None:
     """Apply `response` steps to each SSE event's JSON data. Off unless configured."""
     if pipeline is None or not pipeline.response:
         return None

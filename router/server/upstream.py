@@ -1,21 +1,25 @@
 """Stage 6: one call to one instance. Returns the upstream's answer as either a complete
 body or a stream that has been *primed*: read up to its first content event, so that a
-failure before any content can still fail over to another instance."""
+failure before any content can still fail over to another instance.
+
+Two clocks bound a call: the provider's `timeout` covers the whole answer (a stream
+included, to its last byte); `first_token_timeout` covers a stream's headers and first
+content event. Both are loop-time deadlines, so a slow trickle cannot stretch them."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import httpx
 import msgspec
 
 from router.protocols import ir
 from router.providers.base import Call, IRAdapter, StreamTransformer, WireAdapter
-from router.providers.http import client_for
+from router.providers.http import client_for, upstream_headers
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 _CONTENT_EVENTS = (
@@ -25,6 +29,7 @@ _CONTENT_EVENTS = (
     ir.RedactedThinking,
     ir.Finish,
 )
+_CONNECT_TIMEOUT = 10.0
 
 
 class AttemptFailed(Exception):
@@ -49,19 +54,48 @@ class Answer:
 @dataclass(slots=True)
 class PrimedStream:
     """A stream whose first content has arrived. `head` holds what was read so far:
-    ir events (`events`) or, for pass-through, raw bytes (`raw`)."""
+    ir events (`events`) or, for pass-through, raw bytes (`raw`). A pass-through stream
+    keeps its `decoder` so the relay can still tell an error event or an early end."""
 
     events: AsyncIterator[ir.Event] | None = None
     raw: AsyncIterator[bytes] | None = None
     head_events: list[ir.Event] = field(default_factory=list)
     head_raw: list[bytes] = field(default_factory=list)
-    close: object = None  # async callable releasing the upstream connection
+    close: Callable[[], Awaitable[Any]] | None = None  # releases the upstream connection
+    decoder: Any = None
 
 
-def _status_retryable(status: int, retry_on: frozenset[int | str]) -> bool:
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Loop-time deadlines of one attempt."""
+
+    first: float  # response headers and, for streams, the first content event
+    total: float  # the whole answer
+
+    @classmethod
+    def start(cls, timeout: float, first_token_timeout: float | None, stream: bool) -> Deadlines:
+        now = asyncio.get_running_loop().time()
+        total = now + timeout
+        if stream and first_token_timeout:
+            return cls(min(total, now + first_token_timeout), total)
+        return cls(total, total)
+
+
+def status_retryable(status: int, retry_on: frozenset[int | str] = frozenset()) -> bool:
+    """Whether an upstream status moves on to the next instance. `retry_on` (statuses and
+    "4xx"/"5xx" classes) replaces the default set: 408, 429 and every 5xx."""
     if retry_on:
-        return status in retry_on or (status >= 500 and "5xx" in retry_on)
+        return status in retry_on or f"{status // 100}xx" in retry_on
     return status in RETRYABLE_STATUSES or status >= 500
+
+
+def _timed_out(what: str) -> AttemptFailed:
+    return AttemptFailed(ir.Error(504, "timeout", f"upstream timed out ({what})"), True)
+
+
+def _unreachable(exc: Exception) -> AttemptFailed:
+    message = f"upstream unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
+    return AttemptFailed(ir.Error(502, "bad_gateway", message), True)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -71,7 +105,7 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None
+        return None  # an HTTP date: rare from LLM APIs, and the circuit covers it
 
 
 async def call_wire(
@@ -88,65 +122,72 @@ async def call_wire(
         await adapter.prepare(call)
     except ir.Error as error:  # credentials or project discovery: this instance only
         raise AttemptFailed(error, True) from None
-    deadline = time.monotonic() + (first_token_timeout or timeout)
+    limits = Deadlines.start(timeout, first_token_timeout, call.stream)
+    response = await _send_until_accepted(adapter, call, upstream, timeout, limits, retry_on)
+    if not call.stream:
+        body = adapter.unwrap_body(await _read(response, limits.total))
+        return Answer(status=response.status_code, body=body, headers=dict(response.headers))
+    return await _prime_wire_stream(
+        response, upstream, passthrough, limits, retry_on, adapter.unwrap_stream()
+    )
+
+
+async def _send_until_accepted(
+    adapter: WireAdapter,
+    call: Call,
+    upstream: ModuleType,
+    timeout: float,
+    limits: Deadlines,
+    retry_on: frozenset[int | str],
+) -> httpx.Response:
+    """Send the call until the upstream accepts it (< 400), asking `adapter.retry` after
+    each failure whether to send it again to the same instance."""
     while True:
-        response = await _send(adapter, call, timeout, deadline)
+        try:
+            response = await _send(adapter, call, timeout, limits.first)
+        except AttemptFailed as failure:
+            if failure.error.kind != "timeout" and await adapter.retry(call, None):
+                continue
+            raise
         if response.status_code < 400:
-            break
-        body = await _read(response, deadline)
+            return response
+        body = await _read(response, limits.first)
         if await adapter.retry(call, response.status_code):
             continue
         error = upstream.parse_error(response.status_code, body)
-        error.retry_after = _retry_after(response.headers)
-        raise AttemptFailed(error, _status_retryable(response.status_code, retry_on))
-
-    if not call.stream:
-        body = adapter.unwrap_body(await _read(response, time.monotonic() + timeout))
-        return Answer(status=response.status_code, body=body, headers=dict(response.headers))
-
-    return await _prime_wire_stream(
-        response, upstream, passthrough, deadline, retry_on, adapter.unwrap_stream()
-    )
+        if error.retry_after is None:
+            error.retry_after = _retry_after(response.headers)
+        raise AttemptFailed(error, status_retryable(response.status_code, retry_on))
 
 
 async def _send(
     adapter: WireAdapter, call: Call, timeout: float, deadline: float
 ) -> httpx.Response:
-    """Send the call (again after `adapter.retry` approved a network error)."""
-    while True:
-        headers = {"content-type": "application/json", **adapter.auth_headers(call.instance)}
-        headers.update(call.instance.headers)
-        headers.update(call.headers)
-        if call.stream:
-            headers["accept"] = "text/event-stream"
-        client = client_for(call.instance.proxy)
-        request = client.build_request(
-            "POST",
-            adapter.url(call),
-            content=adapter.wrap_body(call),
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        )
-        try:
-            response = await asyncio.wait_for(
-                client.send(request, stream=True), timeout=max(0.0, deadline - time.monotonic())
-            )
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            message = f"upstream timed out: {exc}"
-            raise AttemptFailed(ir.Error(504, "timeout", message), True) from None
-        except httpx.HTTPError as exc:
-            if await adapter.retry(call, None):
-                continue
-            message = f"upstream unreachable: {type(exc).__name__}: {exc}"
-            raise AttemptFailed(ir.Error(502, "bad_gateway", message), True) from None
-        return response
+    client = client_for(call.instance.proxy)
+    request = client.build_request(
+        "POST",
+        adapter.url(call),
+        content=adapter.wrap_body(call),
+        headers=upstream_headers(
+            adapter.auth_headers(call.instance), call.instance.headers, call.headers, call.stream
+        ),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT)),
+    )
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await client.send(request, stream=True)
+    except (TimeoutError, httpx.TimeoutException):
+        raise _timed_out("no response") from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(exc) from None
 
 
 async def _read(response: httpx.Response, deadline: float) -> bytes:
     try:
-        return await asyncio.wait_for(response.aread(), max(0.0, deadline - time.monotonic()))
+        async with asyncio.timeout_at(deadline):
+            return await response.aread()
     except (TimeoutError, httpx.TimeoutException):
-        raise AttemptFailed(ir.Error(504, "timeout", "upstream timed out"), True) from None
+        raise _timed_out("reading the body") from None
     except httpx.HTTPError as exc:
         raise AttemptFailed(ir.Error(502, "bad_gateway", f"upstream failed: {exc}"), True) from None
     finally:
@@ -157,44 +198,84 @@ async def _prime_wire_stream(
     response: httpx.Response,
     upstream: ModuleType,
     passthrough: bool,
-    deadline: float,
+    limits: Deadlines,
     retry_on: frozenset[int | str],
     transformer: StreamTransformer | None = None,
 ) -> PrimedStream:
     decoder = upstream.StreamDecoder()
-    chunks = response.aiter_bytes()
+    chunks: AsyncIterator[bytes] = response.aiter_bytes()
     if transformer is not None:
         chunks = _transformed(chunks, transformer)
     head_raw: list[bytes] = []
     head_events: list[ir.Event] = []
     try:
         while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
-            except StopAsyncIteration:
-                events = decoder.close()
-                chunk = None
-            else:
-                events = decoder.feed(chunk)
+            async with asyncio.timeout_at(limits.first):
+                chunk = await anext(chunks, None)
+            events = decoder.feed(chunk) if chunk is not None else decoder.close()
+            if chunk is not None:
                 head_raw.append(chunk)
             head_events.extend(events)
-            for event in events:
-                if isinstance(event, ir.Error):
-                    raise AttemptFailed(event, _status_retryable(event.status, retry_on))
-                if isinstance(event, _CONTENT_EVENTS):
-                    return _primed(response, chunks, decoder, head_events, head_raw, passthrough)
+            if _primed_by(events, retry_on):
+                break
             if chunk is None:  # ended with no content and no error: treat as broken
                 raise AttemptFailed(ir.Error(502, "bad_gateway", "empty upstream stream"), True)
     except (TimeoutError, httpx.TimeoutException):
         await response.aclose()
-        raise AttemptFailed(ir.Error(504, "timeout", "no first token before timeout"), True) from None
+        raise _timed_out("no first token") from None
     except httpx.HTTPError as exc:
         await response.aclose()
-        raise AttemptFailed(ir.Error(502, "bad_gateway", f"upstream stream failed: {exc}"), True) from None
-    except AttemptFailed:
+        message = f"upstream stream failed: {type(exc).__name__}: {exc}"
+        raise AttemptFailed(ir.Error(502, "bad_gateway", message), True) from None
+    except BaseException:
         await response.aclose()
         raise
+    rest = _until(chunks, limits.total)
+    if passthrough:
+        return PrimedStream(
+            raw=rest,
+            head_raw=head_raw,
+            head_events=head_events,
+            close=response.aclose,
+            decoder=decoder,
+        )
+    return PrimedStream(
+        events=_decoded(rest, decoder), head_events=head_events, close=response.aclose
+    )
+
+
+def _primed_by(events: list[ir.Event], retry_on: frozenset[int | str]) -> bool:
+    """True once content arrived; raises on an error event before it."""
+    for event in events:
+        if isinstance(event, ir.Error):
+            raise AttemptFailed(event, status_retryable(event.status, retry_on))
+        if isinstance(event, _CONTENT_EVENTS):
+            return True
+    return False
+
+
+async def _until(chunks: AsyncIterator[Any], deadline: float) -> AsyncIterator[Any]:
+    """`chunks` until the total deadline; past it, AttemptFailed (a mid-stream error)."""
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                item = await anext(chunks, _END)
+        except TimeoutError:
+            raise _timed_out("stream exceeded the total timeout") from None
+        if item is _END:
+            return
+        yield item
+
+
+_END = object()
+
+
+async def _decoded(chunks: AsyncIterator[bytes], decoder: Any) -> AsyncIterator[ir.Event]:
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event
+    for event in decoder.close():
+        yield event
 
 
 async def _transformed(
@@ -207,64 +288,53 @@ async def _transformed(
         yield tail
 
 
-def _primed(
-    response: httpx.Response,
-    chunks: AsyncIterator[bytes],
-    decoder: object,
-    head_events: list[ir.Event],
-    head_raw: list[bytes],
-    passthrough: bool,
-) -> PrimedStream:
-    if passthrough:
-        return PrimedStream(raw=chunks, head_raw=head_raw, close=response.aclose)
-
-    async def events() -> AsyncIterator[ir.Event]:
-        async for chunk in chunks:
-            for event in decoder.feed(chunk):  # type: ignore[attr-defined]
-                yield event
-        for event in decoder.close():  # type: ignore[attr-defined]
-            yield event
-
-    return PrimedStream(events=events(), head_events=head_events, close=response.aclose)
-
-
 async def call_ir(
-    adapter: IRAdapter, call: Call, *, timeout: float, first_token_timeout: float | None
+    adapter: IRAdapter,
+    call: Call,
+    *,
+    timeout: float,
+    first_token_timeout: float | None,
+    retry_on: frozenset[int | str] = frozenset(),
 ) -> Answer | PrimedStream:
+    limits = Deadlines.start(timeout, first_token_timeout, call.stream)
     if not call.stream:
         try:
-            response = await asyncio.wait_for(adapter.generate(call), timeout)
+            async with asyncio.timeout_at(limits.total):
+                return Answer(response=await adapter.generate(call))
         except TimeoutError:
-            raise AttemptFailed(ir.Error(504, "timeout", "provider timed out"), True) from None
+            raise _timed_out("no answer") from None
         except ir.Error as error:
-            raise AttemptFailed(error, error.status in RETRYABLE_STATUSES) from None
-        return Answer(response=response)
+            raise AttemptFailed(error, status_retryable(error.status, retry_on)) from None
     stream = adapter.stream(call)
     head: list[ir.Event] = []
-    deadline = time.monotonic() + (first_token_timeout or timeout)
     try:
         while True:
-            event = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
+            async with asyncio.timeout_at(limits.first):
+                event = await anext(stream, None)
+            if event is None:
+                raise AttemptFailed(ir.Error(502, "bad_gateway", "provider stream was empty"), True)
             head.append(event)
-            if isinstance(event, ir.Error):
-                raise AttemptFailed(event, event.status in RETRYABLE_STATUSES)
-            if isinstance(event, _CONTENT_EVENTS):
-                return PrimedStream(events=stream, head_events=head, close=stream.aclose)
-    except StopAsyncIteration:
-        raise AttemptFailed(ir.Error(502, "bad_gateway", "provider stream was empty"), True) from None
+            if _primed_by([event], retry_on):
+                break
     except TimeoutError:
         await stream.aclose()
-        raise AttemptFailed(ir.Error(504, "timeout", "no first token before timeout"), True) from None
+        raise _timed_out("no first token") from None
     except ir.Error as error:
         await stream.aclose()
-        raise AttemptFailed(error, error.status in RETRYABLE_STATUSES) from None
+        raise AttemptFailed(error, status_retryable(error.status, retry_on)) from None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return PrimedStream(events=_until(stream, limits.total), head_events=head, close=stream.aclose)
 
 
 def decode_json(body: bytes) -> dict:
     try:
         value = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        raise AttemptFailed(ir.Error(502, "bad_gateway", "upstream sent invalid JSON"), True) from None
+        raise AttemptFailed(
+            ir.Error(502, "bad_gateway", "upstream sent invalid JSON"), True
+        ) from None
     if not isinstance(value, dict):
         raise AttemptFailed(ir.Error(502, "bad_gateway", "upstream sent a non-object body"), True)
     return value

@@ -51,6 +51,7 @@ import re
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,9 +290,6 @@ class FakeGoogle:
         expires_in = int(self.config["expires_in"])
         self.access_tokens[token] = time.time() + expires_in
         return {"access_token": token, "expires_in": expires_in, "token_type": "Bearer"}
-
-    def add_refresh_token(self, token: str) -> None:
-        self.refresh_tokens.add(token)
 
     # ---- Code Assist ------------------------------------------------------------------
     def authenticated(self, request: Request) -> bool:

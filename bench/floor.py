@@ -1,0 +1,64 @@
+"""The Python floor: Granian + a bare ASGI app + one pooled httpx.AsyncClient that forwards
+the request body to FLOOR_UPSTREAM + path and streams the answer back. No parsing, no
+routing. `FLOOR_TRANSPORT=aiohttp` swaps in the httpx-aiohttp transport.
+
+python bench/floor.py PORT"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import httpx
+
+UPSTREAM = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:8089")
+LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+
+
+def _client() -> httpx.AsyncClient:
+    if os.environ.get("FLOOR_TRANSPORT") == "aiohttp":
+        from httpx_aiohttp import HttpxAiohttpClient
+
+        return HttpxAiohttpClient(limits=LIMITS, timeout=600.0, trust_env=False)
+    return httpx.AsyncClient(limits=LIMITS, timeout=600.0, trust_env=False)
+
+
+client = _client()
+
+
+async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+    if scope["type"] != "http":  # lifespan: accept startup and shutdown
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        return await send({"type": "lifespan.shutdown.complete"})
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+    request = client.build_request("POST", UPSTREAM + scope["path"], content=body, headers=headers)
+    response = await client.send(request, stream=True)
+    content_type = response.headers.get("content-type", "application/json").encode()
+    start = {"type": "http.response.start", "status": response.status_code}
+    await send({**start, "headers": [(b"content-type", content_type)]})
+    async for chunk in response.aiter_raw():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await response.aclose()
+    await send({"type": "http.response.body", "body": b""})
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(
+        "floor:app",
+        address="127.0.0.1",
+        port=int(sys.argv[1]),
+        workers=1,
+        interface=Interfaces.ASGI,
+        log_access=False,
+        working_dir=Path(__file__).parent,
+    ).serve()

@@ -1,0 +1,64 @@
+"""Summarise a py-spy `--format raw` (collapsed stacks) profile: the functions with the
+most samples on top of the stack (self) and anywhere in it (cumulative).
+
+python -m bench.profile FILE [--only router/]"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """Start py-spy on `pid` for `seconds`, writing collapsed stacks to `out`."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    argv = [spy, "record", "-p", str(pid), "-d", str(round(seconds)), "-r", "200"]
+    argv += ["-f", "raw", "-o", str(out), "--nonblocking"]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarise(path: Path, top: int = 20, only: str = "") -> str:
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        frames = [f for f in stack.split(";") if f]
+        if not frames:  # py-spy's idle samples
+            continue
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            anywhere[frame] += samples
+    if not total:
+        return "no samples"
+    lines = [f"{total} active samples"]
+    for title, counter in (("self", own), ("cumulative", anywhere)):
+        lines.append(
+            f"  top {top} by {title} time" + (f" (frames matching {only!r})" if only else "")
+        )
+        shown = [(f, n) for f, n in counter.most_common() if only in f][:top]
+        lines += [f"    {100 * n / total:5.1f}%  {frame[:120]}" for frame, n in shown]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--only", default="", help="only frames containing this text")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    print(summarise(args.file, args.top, args.only))
+
+
+if __name__ == "__main__":
+    main()

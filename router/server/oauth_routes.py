@@ -1,0 +1,90 @@
+"""Admin endpoints for the Google OAuth providers: start a sign-in from the UI, follow
+it, or upload an existing credentials file."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, get, post
+
+from router.protocols import ir
+from router.providers import oauth_cli
+from router.server.auth import check_admin
+from router.server.errors import error_response
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(document: object) -> Response:
+    return Response(_encode(document), status_code=200, media_type="application/json")
+
+
+def _admin_plan(request: Request):
+    plan = request.app.state.holder.plan
+    if plan is None:
+        raise ir.Error(503, "unavailable", "no valid configuration loaded")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    check_admin(plan.auth.admin_keys, headers, dict(request.query_params))
+    return plan
+
+
+async def _options(request: Request) -> dict:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        options = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise ir.Error(400, "invalid_request", "body must be JSON") from None
+    if not isinstance(options, dict):
+        raise ir.Error(400, "invalid_request", "body must be a JSON object")
+    return options
+
+
+@post("/api/providers/{provider:str}/generate-auth-url", status_code=200)
+async def generate_auth_url(request: Request, provider: str) -> Response:
+    try:
+        plan = _admin_plan(request)
+        options = await _options(request)
+        holder = request.app.state.holder
+        result = await oauth_cli.start_auth(
+            plan,
+            provider,
+            options.get("instance"),
+            external_host=options.get("callback_host"),
+            callback_port=options.get("callback_port"),
+            config_dir=plan.config_dir,
+            on_complete=lambda _path: holder.reload(),
+        )
+    except ir.Error as error:
+        return error_response("openai-chat", error)
+    return _json(result)
+
+
+@get("/api/oauth/{sign_in:str}")
+async def oauth_status(request: Request, sign_in: str) -> Response:
+    try:
+        _admin_plan(request)
+        return _json(oauth_cli.auth_status(sign_in))
+    except ir.Error as error:
+        return error_response("openai-chat", error)
+
+
+@post("/api/upload-oauth-credentials", status_code=200)
+async def upload_oauth_credentials(request: Request) -> Response:
+    """Body: {"provider": ..., "instance": ..., "credentials": {...}}."""
+    try:
+        plan = _admin_plan(request)
+        options = await _options(request)
+        provider = options.get("provider")
+        if not isinstance(provider, str) or "credentials" not in options:
+            raise ir.Error(400, "invalid_request", "`provider` and `credentials` are required")
+        path = oauth_cli.store_uploaded_credentials(
+            plan, provider, options.get("instance"), options["credentials"], config_dir=plan.config_dir
+        )
+        request.app.state.holder.reload()
+    except ir.Error as error:
+        return error_response("openai-chat", error)
+    return _json({"stored": path.name, "provider": provider})
+
+
+ROUTES = [generate_auth_url, oauth_status, upload_oauth_credentials]
