@@ -8,7 +8,10 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CANDIDATES = (REPO / ".venv/node/node_modules/.bin/claude", Path("/tmp/cc/node_modules/.bin/claude"))
+CANDIDATES = (
+    REPO / ".venv/node/node_modules/.bin/claude",
+    Path("/tmp/cc/node_modules/.bin/claude"),
+)
 
 
 def find_claude() -> str | None:

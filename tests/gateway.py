@@ -27,7 +27,17 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(CLEAN_ENV_PREFIXES)
-        and k not in ("REQUIRED_API_KEY", "ADMIN_API_KEY", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy")
+        and k
+        not in (
+            "REQUIRED_API_KEY",
+            "ADMIN_API_KEY",
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "https_proxy",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        )
     }
     env["NO_PROXY"] = "127.0.0.1,localhost"
     env.update(extra or {})
@@ -42,8 +52,20 @@ class Gateway:
         self._log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
         self.log_path = Path(self._log.name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "router.cli", "serve", "--config-dir", str(self.config_dir),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "router.cli",
+                "serve",
+                "--config-dir",
+                str(self.config_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
             env=clean_env(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -57,7 +57,9 @@ def gateway(tmp_path_factory):
     ids=["bearer", "x-api-key", "x-goog-api-key", "query", "declared-in-config"],
 )
 def test_each_key_form_is_accepted(gateway, headers, params):
-    response = httpx.post(gateway.url + "/v1/chat/completions", json=BODY, headers=headers, params=params)
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions", json=BODY, headers=headers, params=params
+    )
     assert response.status_code == 200, response.text
 
 
@@ -66,8 +68,17 @@ def test_each_key_form_is_accepted(gateway, headers, params):
     [
         ("/v1/chat/completions", lambda b: b["error"]["type"] == "authentication_error"),
         ("/v1/responses", lambda b: b["error"]["type"] == "authentication_error"),
-        ("/v1/messages", lambda b: b["type"] == "error" and b["error"]["type"] == "authentication_error"),
-        ("/v1beta/models/m:generateContent", lambda b: b["error"] == {"code": 401, "message": b["error"]["message"], "status": "UNAUTHENTICATED"}),
+        (
+            "/v1/messages",
+            lambda b: b["type"] == "error" and b["error"]["type"] == "authentication_error",
+        ),
+        (
+            "/v1beta/models/m:generateContent",
+            lambda b: (
+                b["error"]
+                == {"code": 401, "message": b["error"]["message"], "status": "UNAUTHENTICATED"}
+            ),
+        ),
     ],
 )
 def test_wrong_key_is_401_in_protocol_shape(gateway, path, expected):
@@ -82,15 +93,19 @@ def test_missing_key_is_401(gateway):
 
 def test_sdks_authenticate(gateway):
     oai = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0)
-    assert oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}]).choices
+    assert oai.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "a"}]
+    ).choices
     claude = anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0)
-    assert claude.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "a"}]).content
+    assert claude.messages.create(
+        model="m", max_tokens=5, messages=[{"role": "user", "content": "a"}]
+    ).content
     gem = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=gateway.url))
     assert gem.models.generate_content(model="m", contents="a").text
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=gateway.url + "/v1", api_key="bad", max_retries=0).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "a"}]
-        )
+        openai.OpenAI(
+            base_url=gateway.url + "/v1", api_key="bad", max_retries=0
+        ).chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=gateway.url, api_key="bad", max_retries=0).messages.create(
             model="m", max_tokens=5, messages=[{"role": "user", "content": "a"}]
@@ -117,10 +132,25 @@ def test_non_loopback_bind_refused_without_keys(tmp_path):
     from tests.gateway import clean_env
 
     directory = write_config(
-        tmp_path, {"providers.yaml": "providers:\n  echo:\n    type: echo\n", "routes.yaml": "default: echo\n"}
+        tmp_path,
+        {
+            "providers.yaml": "providers:\n  echo:\n    type: echo\n",
+            "routes.yaml": "default: echo\n",
+        },
     )
     result = subprocess.run(
-        [sys.executable, "-m", "router.cli", "serve", "--config-dir", str(directory), "--host", "0.0.0.0", "--port", "1"],
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "serve",
+            "--config-dir",
+            str(directory),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "1",
+        ],
         env=clean_env(),
         capture_output=True,
         text=True,

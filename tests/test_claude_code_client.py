@@ -15,7 +15,9 @@ from tests.fakes import FakeUpstream
 CLAUDE = find_claude()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CLAUDE is None, reason="Claude Code CLI not installed (see README test command)"),
+    pytest.mark.skipif(
+        CLAUDE is None, reason="Claude Code CLI not installed (see README test command)"
+    ),
 ]
 
 
@@ -66,7 +68,9 @@ def test_claude_code_completes_a_turn_through_an_openai_upstream(gateway, fake, 
     result = lines[-1]
     assert result["type"] == "result" and result["subtype"] == "success", result
     assert result["is_error"] is False
-    assert result["result"].startswith("echo: ") and result["result"].endswith("say hello to the gateway")
+    assert result["result"].startswith("echo: ") and result["result"].endswith(
+        "say hello to the gateway"
+    )
     assert result["usage"]["output_tokens"] > 0
 
     turns = [r for r in fake.requests() if r["path"] == "/v1/chat/completions"]

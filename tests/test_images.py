@@ -19,7 +19,7 @@ from tests.test_matrix import PNG
 
 
 class ImageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/slow.png":
             time.sleep(3)
         if self.path == "/page.html":
@@ -78,7 +78,12 @@ def test_fetch_refuses_what_it_must(image_server, path, limits, message):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1/x.png", "http://10.1.2.3/x.png", "http://169.254.169.254/latest", "http://[::1]/x.png"],
+    [
+        "http://127.0.0.1/x.png",
+        "http://10.1.2.3/x.png",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x.png",
+    ],
 )
 def test_fetch_refuses_non_public_addresses_by_default(url):
     started = time.monotonic()
@@ -126,16 +131,23 @@ def chat_with_image(gateway, provider: str, url: str) -> httpx.Response:
         f"{gateway.url}/{provider}/v1/chat/completions",
         json={
             "model": "m",
-            "messages": [{"role": "user", "content": [
-                {"type": "text", "text": "look"},
-                {"type": "image_url", "image_url": {"url": url}},
-            ]}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "look"},
+                        {"type": "image_url", "image_url": {"url": url}},
+                    ],
+                }
+            ],
         },
         timeout=10,
     )
 
 
-def test_url_image_to_an_upstream_without_url_support_is_refused_when_private(gateway, fake, image_server):
+def test_url_image_to_an_upstream_without_url_support_is_refused_when_private(
+    gateway, fake, image_server
+):
     fake.reset()
     response = chat_with_image(gateway, "up-gemini", image_server + "/img.png")
     assert response.status_code == 400
@@ -147,6 +159,8 @@ def test_url_image_passes_as_url_where_the_upstream_takes_urls(gateway, fake):
     url = "https://images.example/cat.png"
     response = chat_with_image(gateway, "up-anthropic", url)
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"].splitlines()[-1] == f"image: url {url}"
+    assert (
+        response.json()["choices"][0]["message"]["content"].splitlines()[-1] == f"image: url {url}"
+    )
     blocks = fake.last_request()["body"]["messages"][0]["content"]
     assert {"type": "url", "url": url} in [b.get("source") for b in blocks]

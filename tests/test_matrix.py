@@ -46,11 +46,15 @@ ANSWER_SCHEMA = {
 
 def tiny_png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\x00\xff\x00\x00")
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 PNG = tiny_png()
@@ -121,7 +125,14 @@ class ChatClient:
         return final.choices[0].message.content
 
     def tool_call(self, prompt: str) -> list[ToolCallSeen]:
-        tool = {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA}}
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather",
+                "parameters": WEATHER_SCHEMA,
+            },
+        }
         with self.sdk.chat.completions.stream(
             model=MODEL, messages=[{"role": "user", "content": prompt}], tools=[tool]
         ) as stream:
@@ -133,7 +144,10 @@ class ChatClient:
         ]
 
     def tool_result_turn(self) -> str:
-        tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}
+        tool = {
+            "type": "function",
+            "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA},
+        }
         completion = self.sdk.chat.completions.create(
             model=MODEL,
             tools=[tool],
@@ -142,7 +156,16 @@ class ChatClient:
                 {
                     "role": "assistant",
                     "content": None,
-                    "tool_calls": [{"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris","unit":"c"}'}}],
+                    "tool_calls": [
+                        {
+                            "id": "call_abc",
+                            "type": "function",
+                            "function": {
+                                "name": "get_weather",
+                                "arguments": '{"city":"Paris","unit":"c"}',
+                            },
+                        }
+                    ],
                 },
                 {"role": "tool", "tool_call_id": "call_abc", "content": "sunny"},
             ],
@@ -152,10 +175,18 @@ class ChatClient:
     def image(self, prompt: str) -> str:
         completion = self.sdk.chat.completions.create(
             model=MODEL,
-            messages=[{"role": "user", "content": [
-                {"type": "text", "text": prompt},
-                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
-            ]}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": prompt},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": f"data:image/png;base64,{PNG_B64}"},
+                        },
+                    ],
+                }
+            ],
         )
         return completion.choices[0].message.content
 
@@ -163,7 +194,10 @@ class ChatClient:
         completion = self.sdk.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": prompt}],
-            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True}},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True},
+            },
         )
         return json.loads(completion.choices[0].message.content)
 
@@ -179,7 +213,13 @@ class ResponsesClient(ChatClient):
         return final.output_text
 
     def tool_call(self, prompt: str) -> list[ToolCallSeen]:
-        tool = {"type": "function", "name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA, "strict": True}
+        tool = {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": WEATHER_SCHEMA,
+            "strict": True,
+        }
         with self.sdk.responses.stream(model=MODEL, input=prompt, tools=[tool]) as stream:
             final = stream.get_final_response()
         return [
@@ -189,13 +229,23 @@ class ResponsesClient(ChatClient):
         ]
 
     def tool_result_turn(self) -> str:
-        tool = {"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA, "strict": True}
+        tool = {
+            "type": "function",
+            "name": "get_weather",
+            "parameters": WEATHER_SCHEMA,
+            "strict": True,
+        }
         response = self.sdk.responses.create(
             model=MODEL,
             tools=[tool],
             input=[
                 {"role": "user", "content": "call tool get_weather"},
-                {"type": "function_call", "call_id": "call_abc", "name": "get_weather", "arguments": '{"city":"Paris","unit":"c"}'},
+                {
+                    "type": "function_call",
+                    "call_id": "call_abc",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Paris","unit":"c"}',
+                },
                 {"type": "function_call_output", "call_id": "call_abc", "output": "sunny"},
             ],
         )
@@ -204,17 +254,29 @@ class ResponsesClient(ChatClient):
     def image(self, prompt: str) -> str:
         return self.sdk.responses.create(
             model=MODEL,
-            input=[{"role": "user", "content": [
-                {"type": "input_text", "text": prompt},
-                {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}"},
-            ]}],
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": prompt},
+                        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}"},
+                    ],
+                }
+            ],
         ).output_text
 
     def structured(self, prompt: str) -> Any:
         response = self.sdk.responses.create(
             model=MODEL,
             input=prompt,
-            text={"format": {"type": "json_schema", "name": "answer", "schema": ANSWER_SCHEMA, "strict": True}},
+            text={
+                "format": {
+                    "type": "json_schema",
+                    "name": "answer",
+                    "schema": ANSWER_SCHEMA,
+                    "strict": True,
+                }
+            },
         )
         return json.loads(response.output_text)
 
@@ -228,13 +290,19 @@ class AnthropicClient:
 
     def text(self, prompt: str) -> str:
         message = self.sdk.messages.create(
-            model=MODEL, max_tokens=512, system=SYSTEM, messages=[{"role": "user", "content": prompt}]
+            model=MODEL,
+            max_tokens=512,
+            system=SYSTEM,
+            messages=[{"role": "user", "content": prompt}],
         )
         return self._text(message)
 
     def stream(self, prompt: str) -> str:
         with self.sdk.messages.stream(
-            model=MODEL, max_tokens=512, system=SYSTEM, messages=[{"role": "user", "content": prompt}]
+            model=MODEL,
+            max_tokens=512,
+            system=SYSTEM,
+            messages=[{"role": "user", "content": prompt}],
         ) as stream:
             final = stream.get_final_message()
         assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
@@ -243,7 +311,10 @@ class AnthropicClient:
     def tool_call(self, prompt: str) -> list[ToolCallSeen]:
         tool = {"name": "get_weather", "description": "Weather", "input_schema": WEATHER_SCHEMA}
         with self.sdk.messages.stream(
-            model=MODEL, max_tokens=512, messages=[{"role": "user", "content": prompt}], tools=[tool]
+            model=MODEL,
+            max_tokens=512,
+            messages=[{"role": "user", "content": prompt}],
+            tools=[tool],
         ) as stream:
             final = stream.get_final_message()
         assert final.stop_reason == "tool_use"
@@ -257,8 +328,23 @@ class AnthropicClient:
             tools=[tool],
             messages=[
                 {"role": "user", "content": "call tool get_weather"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_abc", "name": "get_weather", "input": {"city": "Paris", "unit": "c"}}]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_abc", "content": "sunny"}]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "tool_use",
+                            "id": "toolu_abc",
+                            "name": "get_weather",
+                            "input": {"city": "Paris", "unit": "c"},
+                        }
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_abc", "content": "sunny"}
+                    ],
+                },
             ],
         )
         return self._text(message)
@@ -267,10 +353,22 @@ class AnthropicClient:
         message = self.sdk.messages.create(
             model=MODEL,
             max_tokens=512,
-            messages=[{"role": "user", "content": [
-                {"type": "text", "text": prompt},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
-            ]}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": prompt},
+                        {
+                            "type": "image",
+                            "source": {
+                                "type": "base64",
+                                "media_type": "image/png",
+                                "data": PNG_B64,
+                            },
+                        },
+                    ],
+                }
+            ],
         )
         return self._text(message)
 
@@ -294,41 +392,76 @@ class GeminiClient:
 
     def stream(self, prompt: str) -> str:
         config = types.GenerateContentConfig(system_instruction=SYSTEM)
-        chunks = list(self.sdk.models.generate_content_stream(model=MODEL, contents=prompt, config=config))
+        chunks = list(
+            self.sdk.models.generate_content_stream(model=MODEL, contents=prompt, config=config)
+        )
         assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
         assert chunks[-1].usage_metadata.candidates_token_count > 0
         return "".join(chunk.text or "" for chunk in chunks)
 
     def _tools_config(self) -> types.GenerateContentConfig:
-        declaration = types.FunctionDeclaration(name="get_weather", description="Weather", parameters_json_schema=WEATHER_SCHEMA)
+        declaration = types.FunctionDeclaration(
+            name="get_weather", description="Weather", parameters_json_schema=WEATHER_SCHEMA
+        )
         return types.GenerateContentConfig(
             tools=[types.Tool(function_declarations=[declaration])],
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
 
     def tool_call(self, prompt: str) -> list[ToolCallSeen]:
-        chunks = list(self.sdk.models.generate_content_stream(model=MODEL, contents=prompt, config=self._tools_config()))
+        chunks = list(
+            self.sdk.models.generate_content_stream(
+                model=MODEL, contents=prompt, config=self._tools_config()
+            )
+        )
         calls = [call for chunk in chunks for call in (chunk.function_calls or [])]
         return [ToolCallSeen(c.name, dict(c.args), c.id) for c in calls]
 
     def tool_result_turn(self) -> str:
         contents = [
             types.Content(role="user", parts=[types.Part(text="call tool get_weather")]),
-            types.Content(role="model", parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris", "unit": "c"}))]),
-            types.Content(role="user", parts=[types.Part.from_function_response(name="get_weather", response={"output": "sunny"})]),
+            types.Content(
+                role="model",
+                parts=[
+                    types.Part(
+                        function_call=types.FunctionCall(
+                            name="get_weather", args={"city": "Paris", "unit": "c"}
+                        )
+                    )
+                ],
+            ),
+            types.Content(
+                role="user",
+                parts=[
+                    types.Part.from_function_response(
+                        name="get_weather", response={"output": "sunny"}
+                    )
+                ],
+            ),
         ]
-        return self.sdk.models.generate_content(model=MODEL, contents=contents, config=self._tools_config()).text
+        return self.sdk.models.generate_content(
+            model=MODEL, contents=contents, config=self._tools_config()
+        ).text
 
     def image(self, prompt: str) -> str:
         contents = [prompt, types.Part.from_bytes(data=PNG, mime_type="image/png")]
         return self.sdk.models.generate_content(model=MODEL, contents=contents).text
 
     def structured(self, prompt: str) -> Any:
-        config = types.GenerateContentConfig(response_mime_type="application/json", response_json_schema=ANSWER_SCHEMA)
-        return json.loads(self.sdk.models.generate_content(model=MODEL, contents=prompt, config=config).text)
+        config = types.GenerateContentConfig(
+            response_mime_type="application/json", response_json_schema=ANSWER_SCHEMA
+        )
+        return json.loads(
+            self.sdk.models.generate_content(model=MODEL, contents=prompt, config=config).text
+        )
 
 
-CLIENTS = {"chat": ChatClient, "responses": ResponsesClient, "anthropic": AnthropicClient, "gemini": GeminiClient}
+CLIENTS = {
+    "chat": ChatClient,
+    "responses": ResponsesClient,
+    "anthropic": AnthropicClient,
+    "gemini": GeminiClient,
+}
 PAIRS = [(c, u) for c in CLIENTS for u in UPSTREAMS]
 IDS = [f"{c}->{u}" for c, u in PAIRS]
 
@@ -348,7 +481,11 @@ def system_text(request: dict[str, Any]) -> str:
     body = request["body"]
     match request["protocol"]:
         case "openai-chat":
-            return " ".join(m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in body["messages"] if m["role"] in ("system", "developer"))
+            return " ".join(
+                m["content"] if isinstance(m["content"], str) else m["content"][0]["text"]
+                for m in body["messages"]
+                if m["role"] in ("system", "developer")
+            )
         case "openai-responses":
             return body.get("instructions") or ""
         case "anthropic":

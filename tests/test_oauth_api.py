@@ -41,14 +41,25 @@ def ask(gateway, text: str) -> httpx.Response:
 def test_upload_credentials_brings_the_instance_live(gateway, google, tmp_path):
     assert instance_state(gateway)["configured"] is False
     token = google.sign_in()  # what an operator got elsewhere, e.g. from gemini-cli
-    credentials = {"access_token": token["access_token"], "refresh_token": token["refresh_token"], "expiry_date": 4102444800000}
+    credentials = {
+        "access_token": token["access_token"],
+        "refresh_token": token["refresh_token"],
+        "expiry_date": 4102444800000,
+    }
     payload = {"provider": "gemini-cli-oauth", "credentials": credentials}
-    assert httpx.post(gateway.url + "/api/upload-oauth-credentials", json=payload).status_code in (401, 403)
+    assert httpx.post(gateway.url + "/api/upload-oauth-credentials", json=payload).status_code in (
+        401,
+        403,
+    )
     response = httpx.post(
-        gateway.url + "/api/upload-oauth-credentials", json=payload, headers={"authorization": f"Bearer {ADMIN}"}
+        gateway.url + "/api/upload-oauth-credentials",
+        json=payload,
+        headers={"authorization": f"Bearer {ADMIN}"},
     )
     assert response.status_code == 200, response.text
-    assert token["refresh_token"] not in response.text and token["access_token"] not in response.text
+    assert (
+        token["refresh_token"] not in response.text and token["access_token"] not in response.text
+    )
     assert instance_state(gateway)["configured"] is True
     answer = ask(gateway, "after upload")
     assert answer.status_code == 200, answer.text
@@ -63,7 +74,10 @@ def test_sign_in_from_the_admin_api(gateway):
     )
     assert response.status_code == 200, response.text
     started = response.json()
-    assert started["auth_url"].startswith("http://127.0.0.1") and "code_challenge" in started["auth_url"]
+    assert (
+        started["auth_url"].startswith("http://127.0.0.1")
+        and "code_challenge" in started["auth_url"]
+    )
     assert follow_browser(started["auth_url"]).status_code == 200
     status_url = gateway.url + f"/api/oauth/{started['state']}"
     for _ in range(50):

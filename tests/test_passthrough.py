@@ -83,7 +83,10 @@ def test_claude_pass_through_forwards_version_beta_and_query(gateway, fake):
     seen = fake.last_request()
     assert seen["path"] == "/v1/messages" and seen["query"].get("beta") in ("true", ["true"])
     assert seen["headers"]["anthropic-version"] == "2026-10-21"
-    assert seen["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14,context-management-2025-06-27"
+    assert (
+        seen["headers"]["anthropic-beta"]
+        == "interleaved-thinking-2025-05-14,context-management-2025-06-27"
+    )
     assert seen["headers"]["x-api-key"] == "upstream-key"
     assert CLIENT_KEY not in repr(seen["headers"]), "the gateway key must never go upstream"
     assert seen["body"] == {**body, "model": "claude-sonnet-4-5"}, "untouched but for the model"
@@ -98,7 +101,9 @@ def test_chat_pass_through_keeps_fields_it_does_not_know(gateway, fake):
         "some_vendor_extension": {"x": 1},
     }
     response = httpx.post(
-        gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"}
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
     )
     assert response.status_code == 200, response.text
     assert fake.last_request()["body"] == body

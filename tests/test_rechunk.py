@@ -5,6 +5,7 @@ re-encoded for each client protocol, and read back."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -26,7 +27,9 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
             "stream_options": {"include_usage": True},
             "reasoning_effort": "low",
             "messages": [{"role": "user", "content": PROMPT}],
-            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": TOOL_SCHEMA}}],
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather", "parameters": TOOL_SCHEMA}}
+            ],
         },
     ),
     "openai-responses": (
@@ -54,8 +57,12 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
         "/v1beta/models/m:streamGenerateContent?alt=sse",
         {
             "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
-            "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": TOOL_SCHEMA}]}],
-            "generationConfig": {"thinkingConfig": {"includeThoughts": True, "thinkingBudget": 512}},
+            "tools": [
+                {"functionDeclarations": [{"name": "get_weather", "parameters": TOOL_SCHEMA}]}
+            ],
+            "generationConfig": {
+                "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 512}
+            },
         },
     ),
 }
@@ -66,7 +73,9 @@ def recorded() -> dict[str, bytes]:
     streams = {}
     with FakeUpstream.start() as fake:
         for protocol, (path, body) in REQUESTS.items():
-            response = httpx.post(fake.url + path, json=body, headers={"anthropic-version": "2023-06-01"}, timeout=10)
+            response = httpx.post(
+                fake.url + path, json=body, headers={"anthropic-version": "2023-06-01"}, timeout=10
+            )
             assert response.status_code == 200, response.text
             streams[protocol] = response.content
     return streams
@@ -106,7 +115,7 @@ def through(upstream: str, client: str, chunks: list[bytes]) -> dict[str, Any]:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in pairwise(edges) if b > a]
 
 
 PAIRS = [(u, c) for u in REQUESTS for c in REQUESTS]
@@ -119,7 +128,9 @@ def test_rechunking_never_changes_the_final_message(recorded, upstream, client):
     assert len(whole["calls"]) == 2 and whole["finish"][0] == "tool_calls", whole
     assert "日本語" in whole["thinking"], "reasoning, non-ASCII included, must survive"
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=60))
     def check(cuts: list[int]) -> None:
         assert through(upstream, client, split(data, cuts)) == whole

@@ -64,7 +64,10 @@ def test_broken_edit_keeps_old_plan_and_reports_it(config, start_gateway):
     wait_for(lambda: gateway.health()["last_reload_error"] is not None, timeout=3.0)
     health = gateway.health()
     assert health["generation"] == generation
-    assert any(re.match(r"routes\.yaml:\d+:\d+: error: YAML syntax error", d) for d in health["last_reload_error"]["diagnostics"])
+    assert any(
+        re.match(r"routes\.yaml:\d+:\d+: error: YAML syntax error", d)
+        for d in health["last_reload_error"]["diagnostics"]
+    )
     assert provider_of(gateway) == "echo-a"
     # a dangling reference is a compile error too, not only YAML syntax
     (config / "routes.yaml").write_text("default: nowhere\n")
@@ -80,7 +83,9 @@ def test_sighup_and_api_reload_without_watcher(config, start_gateway):
     (config / "routes.yaml").write_text(routes("echo-b"))
     time.sleep(0.5)
     assert provider_of(gateway) == "echo-a", "with the watcher off, nothing reloads by itself"
-    response = httpx.post(gateway.url + "/api/reload-config", headers={"authorization": "Bearer adm"})
+    response = httpx.post(
+        gateway.url + "/api/reload-config", headers={"authorization": "Bearer adm"}
+    )
     assert response.status_code == 200 and response.json()["reloaded"] is True
     assert provider_of(gateway) == "echo-b"
     (config / "routes.yaml").write_text(routes("echo-a"))
@@ -96,8 +101,12 @@ def test_workers_converge_on_one_generation(config, start_gateway):
     with httpx.Client(timeout=5) as client:
         for _ in range(40):
             # a new connection each time, so both workers are reached
-            response = client.post(gateway.url + "/v1/chat/completions", json=BODY, headers={"connection": "close"})
-            seen.add((response.headers["x-router-provider"], response.headers["x-router-generation"]))
+            response = client.post(
+                gateway.url + "/v1/chat/completions", json=BODY, headers={"connection": "close"}
+            )
+            seen.add(
+                (response.headers["x-router-provider"], response.headers["x-router-generation"])
+            )
     assert len(seen) == 1 and next(iter(seen))[0] == "echo-b"
 
 
@@ -131,7 +140,9 @@ def test_a_stream_in_flight_finishes_across_a_reload(tmp_path, start_gateway):
     from tests.fakes import FakeUpstream
 
     with FakeUpstream.start() as fake:
-        providers = PROVIDERS + f"""
+        providers = (
+            PROVIDERS
+            + f"""
   slow:
     type: openai-custom
     instances:
@@ -139,7 +150,10 @@ def test_a_stream_in_flight_finishes_across_a_reload(tmp_path, start_gateway):
         base_url: {fake.url}/v1
         api_key: k
 """
-        config = write_config(tmp_path, {"providers.yaml": providers, "routes.yaml": routes("slow")})
+        )
+        config = write_config(
+            tmp_path, {"providers.yaml": providers, "routes.yaml": routes("slow")}
+        )
         gateway = start_gateway(config)
         fake.script([{"delay_between_events": 0.15}])
         client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)

@@ -39,7 +39,9 @@ def claude(shipped_gateway):
 
 @pytest.fixture(scope="module")
 def gemini(shipped_gateway):
-    return genai.Client(api_key="unused", http_options=types.HttpOptions(base_url=shipped_gateway.url))
+    return genai.Client(
+        api_key="unused", http_options=types.HttpOptions(base_url=shipped_gateway.url)
+    )
 
 
 def test_curl_style_request(shipped_gateway):
@@ -147,7 +149,9 @@ def test_gemini_stream_without_sse_is_a_json_array(shipped_gateway):
     assert response.status_code == 200
     chunks = response.json()
     assert isinstance(chunks, list) and chunks
-    text = "".join(p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"])
+    text = "".join(
+        p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"]
+    )
     assert text == "echo: array please"
 
 
@@ -175,7 +179,10 @@ def test_provider_prefix(shipped_gateway):
     ("path", "check"),
     [
         ("/nope/v1/chat/completions", lambda b: b["error"]["message"]),
-        ("/nope/v1/messages", lambda b: b["type"] == "error" and b["error"]["type"] == "not_found_error"),
+        (
+            "/nope/v1/messages",
+            lambda b: b["type"] == "error" and b["error"]["type"] == "not_found_error",
+        ),
         ("/nope/v1beta/models/x:generateContent", lambda b: b["error"]["status"] == "NOT_FOUND"),
     ],
 )
@@ -199,14 +206,19 @@ def test_unknown_provider_prefix_is_404_in_protocol_shape(shipped_gateway, path,
 )
 def test_bad_json_is_400_in_protocol_shape(shipped_gateway, path, shape):
     response = httpx.post(
-        shipped_gateway.url + path, content=b"{not json", headers={"content-type": "application/json"}
+        shipped_gateway.url + path,
+        content=b"{not json",
+        headers={"content-type": "application/json"},
     )
     assert response.status_code == 400
     body = response.json()
     if shape == "openai":
         assert body["error"]["type"] == "invalid_request_error"
     elif shape == "anthropic":
-        assert body == {"type": "error", "error": {"type": "invalid_request_error", "message": body["error"]["message"]}}
+        assert body == {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": body["error"]["message"]},
+        }
     else:
         assert body["error"]["status"] == "INVALID_ARGUMENT" and body["error"]["code"] == 400
 

@@ -108,7 +108,9 @@ def _tool_calls(request: ir.Request, text: str) -> list[ir.ToolCall]:
         chosen = [by_name[choice.name]]
     else:
         named = sorted(
-            (text.find(name), name) for name in by_name if re.search(rf"\b{re.escape(name)}\b", text)
+            (text.find(name), name)
+            for name in by_name
+            if re.search(rf"\b{re.escape(name)}\b", text)
         )
         chosen = [by_name[name] for _, name in named]
         if not chosen and choice.mode == "required":
@@ -120,7 +122,9 @@ def _tool_calls(request: ir.Request, text: str) -> list[ir.ToolCall]:
         ir.ToolCall(
             id=f"call_{seed}_{index}",
             name=tool.name,
-            arguments=msgspec.json.encode(sample_for_schema(tool.parameters or {}, hint=text)).decode(),
+            arguments=msgspec.json.encode(
+                sample_for_schema(tool.parameters or {}, hint=text)
+            ).decode(),
         )
         for index, tool in enumerate(chosen)
     ]
@@ -146,7 +150,9 @@ def response_events(response: ir.Response) -> list[ir.Event]:
                 events.extend(ir.TextDelta(word) for word in _pieces(text))
             case ir.ToolCall(id=call_id, name=name, arguments=arguments):
                 events.append(ir.ToolCallStart(call_id, name))
-                events.extend(ir.ToolCallDelta(arguments[i : i + 8]) for i in range(0, len(arguments), 8))
+                events.extend(
+                    ir.ToolCallDelta(arguments[i : i + 8]) for i in range(0, len(arguments), 8)
+                )
     events.append(ir.Finish(response.finish, response.usage))
     return events
 

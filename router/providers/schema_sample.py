@@ -26,7 +26,9 @@ def _sample(schema: Any, root: dict[str, Any], hint: str, depth: int) -> Any:
         return schema["enum"][0]
     for key in ("anyOf", "oneOf"):
         if schema.get(key):
-            options = [s for s in schema[key] if not (isinstance(s, dict) and s.get("type") == "null")]
+            options = [
+                s for s in schema[key] if not (isinstance(s, dict) and s.get("type") == "null")
+            ]
             return _sample((options or schema[key])[0], root, hint, depth + 1)
     if schema.get("allOf"):
         merged: dict[str, Any] = {}
@@ -69,8 +71,13 @@ def _array(schema: dict[str, Any], root: dict[str, Any], hint: str, depth: int) 
 
 
 def _string(schema: dict[str, Any], root: dict[str, Any], hint: str, depth: int) -> Any:
-    formats = {"date": "2025-01-01", "date-time": "2025-01-01T00:00:00Z", "email": "a@example.com",
-               "uri": "https://example.com", "uuid": "00000000-0000-4000-8000-000000000000"}
+    formats = {
+        "date": "2025-01-01",
+        "date-time": "2025-01-01T00:00:00Z",
+        "email": "a@example.com",
+        "uri": "https://example.com",
+        "uuid": "00000000-0000-4000-8000-000000000000",
+    }
     value = formats.get(schema.get("format", ""), hint or "sample")
     min_length = int(schema.get("minLength", 0))
     max_length = schema.get("maxLength")
@@ -79,7 +86,11 @@ def _string(schema: dict[str, Any], root: dict[str, Any], hint: str, depth: int)
 
 
 def _integer(schema: dict[str, Any], *_: Any) -> Any:
-    return int(schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1 if "exclusiveMinimum" in schema else 1))
+    return int(
+        schema.get(
+            "minimum", schema.get("exclusiveMinimum", -1) + 1 if "exclusiveMinimum" in schema else 1
+        )
+    )
 
 
 def _number(schema: dict[str, Any], *_: Any) -> Any:

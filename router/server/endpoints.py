@@ -147,7 +147,9 @@ async def messages(request: Request, provider: str | None = None) -> Response:
         "/{provider:str}/v1/models/{model_action:str}",
     ]
 )
-async def gemini_generate(request: Request, model_action: str, provider: str | None = None) -> Response:
+async def gemini_generate(
+    request: Request, model_action: str, provider: str | None = None
+) -> Response:
     return await _serve(request, "gemini", provider, gemini=model_action)
 
 
@@ -183,4 +185,11 @@ async def list_models(request: Request, provider: str | None = None) -> Response
     return Response(_encode(module_for(protocol).model_list(names)), media_type="application/json")
 
 
-ROUTES = [chat_completions, responses, messages, messages_count_tokens, gemini_generate, list_models]
+ROUTES = [
+    chat_completions,
+    responses,
+    messages,
+    messages_count_tokens,
+    gemini_generate,
+    list_models,
+]

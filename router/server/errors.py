@@ -23,7 +23,9 @@ def protocol_for_path(path: str, headers: dict[str, str] | None = None) -> str:
     return "openai-chat"
 
 
-def error_response(protocol: str, error: ir.Error, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    protocol: str, error: ir.Error, headers: dict[str, str] | None = None
+) -> Response:
     body = module_for(protocol).error_body(error)
     out = dict(headers or {})
     if error.retry_after is not None:

@@ -79,7 +79,11 @@ async def upload_oauth_credentials(request: Request) -> Response:
         if not isinstance(provider, str) or "credentials" not in options:
             raise ir.Error(400, "invalid_request", "`provider` and `credentials` are required")
         path = oauth_cli.store_uploaded_credentials(
-            plan, provider, options.get("instance"), options["credentials"], config_dir=plan.config_dir
+            plan,
+            provider,
+            options.get("instance"),
+            options["credentials"],
+            config_dir=plan.config_dir,
         )
         request.app.state.holder.reload()
     except ir.Error as error:

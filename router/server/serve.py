@@ -27,7 +27,9 @@ def main(config_dir: str, host: str, port: int, workers: int) -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call otherwise
     config_dir = str(Path(config_dir).resolve())
     plan, diagnostics = compile_config(config_dir, env=dict(os.environ))

@@ -298,7 +298,9 @@ class Gemini(Wire):
             conv.count(text)
         elif g(part, "inlineData") is not None:
             blob = g(part, "inlineData")
-            conv.images.append(decode_base64_image(g(blob, "mimeType"), g(blob, "data", ""), urlsafe=True))
+            conv.images.append(
+                decode_base64_image(g(blob, "mimeType"), g(blob, "data", ""), urlsafe=True)
+            )
             conv.count_image()
         elif g(part, "fileData") is not None:
             blob = g(part, "fileData")
@@ -311,7 +313,9 @@ class Gemini(Wire):
             for sub in g(fr, "parts") or []:
                 blob = g(sub, "inlineData")
                 if blob is not None:
-                    images.append(decode_base64_image(g(blob, "mimeType"), g(blob, "data", ""), urlsafe=True))
+                    images.append(
+                        decode_base64_image(g(blob, "mimeType"), g(blob, "data", ""), urlsafe=True)
+                    )
             name = g(fr, "name") or g(fr, "id") or ""
             conv.tool_results.append(ToolResult(name, text, is_error=is_error, images=images))
             conv.count(text)
