@@ -5,6 +5,7 @@ break before or after their first content, and client disconnects."""
 from __future__ import annotations
 
 import functools
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -71,6 +72,12 @@ def gateway(fake_a, fake_b, tmp_path_factory) -> Iterator[Gateway]:
                       - id: single-1
                         base_url: {a}/v1
                         api_key: key-a
+                  responses-single:
+                    type: openaiResponses-custom
+                    instances:
+                      - id: responses-1
+                        base_url: {a}/v1
+                        api_key: key-a
                   claude-down:
                     type: claude-custom
                     health: {{ max_errors: 100 }}
@@ -108,6 +115,9 @@ def gateway(fake_a, fake_b, tmp_path_factory) -> Iterator[Gateway]:
                   - name: refused
                     match: { model: "refused-*" }
                     to: refusing
+                  - { name: pt-responses, match: { model: pt-responses }, to: responses-single }
+                  - { name: pt-claude, match: { model: pt-claude }, to: claude-down }
+                  - { name: pt-gemini, match: { model: pt-gemini }, to: gemini-up }
                   - name: only-503
                     match: { model: only-503 }
                     to: pool
@@ -130,7 +140,7 @@ def fresh(gateway, fake_a, fake_b) -> None:
     order starts at each pool's first instance)."""
     fake_a.reset()
     fake_b.reset()
-    for name in ("pool", "single", "claude-down", "gemini-up", "refusing"):
+    for name in ("openai-custom", "openaiResponses-custom", "claude-custom", "gemini-api"):
         reset_health(gateway, name)
 
 
@@ -399,6 +409,48 @@ def test_mid_stream_cut_ends_a_translated_anthropic_stream_with_an_error_event(
     assert last.startswith(b"event: error\ndata: ")
     assert b'"type":"error"' in last.replace(b" ", b"")
     assert b"message_stop" not in body
+
+
+# path, body, how each event starts, how many events carry the first content
+PASSTHROUGH_CUTS = {
+    "chat": ("/v1/chat/completions", {"model": "single-m", "messages": PROMPT}, b"data: ", 2),
+    "responses": ("/v1/responses", {"model": "pt-responses", "input": "hello"}, b"event: ", 5),
+    "anthropic": (
+        "/v1/messages",
+        {"model": "pt-claude", "max_tokens": 50, "messages": PROMPT},
+        b"event: ",
+        4,
+    ),
+    "gemini": (
+        "/v1beta/models/pt-gemini:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]},
+        b"data: ",
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("protocol", PASSTHROUGH_CUTS)
+def test_mid_stream_cut_of_a_relayed_stream_ends_with_the_protocols_error_event(
+    gateway, fake_a, fake_b, protocol
+) -> None:
+    path, body, prefix, cut = PASSTHROUGH_CUTS[protocol]
+    fake = fake_b if protocol == "gemini" else fake_a
+    fake.script({"cut_after": cut + 1, "reply": "one two three four five six"})
+    raw = raw_stream(gateway, path, body).replace(b"\r\n", b"\n")
+    events = raw.strip().split(b"\n\n")
+    assert len(events) == cut + 2  # relayed as they were, then the error
+    assert all(event.startswith(prefix) for event in events)
+    data = json.loads(events[-1].split(b"data: ", 1)[1])
+    if protocol == "responses":
+        assert events[-1].startswith(b"event: error\n")
+        assert data["type"] == "error" and data["sequence_number"] == cut + 1
+    elif protocol == "anthropic":
+        assert events[-1].startswith(b"event: error\n")
+        assert data["type"] == "error" and data["error"]["type"] == "api_error"
+    else:
+        assert set(data) == {"error"} and data["error"]["message"]
+    assert fake.last_request()["events_sent"] == cut + 1
 
 
 def raw_stream(gateway: Gateway, path: str, body: dict) -> bytes:

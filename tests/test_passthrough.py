@@ -158,3 +158,31 @@ def test_strict_route_rejects_lossy_translation(gateway):
         headers={"authorization": f"Bearer {CLIENT_KEY}"},
     )
     assert clean.status_code == 200 and "x-router-dropped" not in clean.headers
+
+
+def test_count_tokens_comes_from_the_upstream_count_endpoint(gateway, fake):
+    body = {"model": "my-claude", "messages": [{"role": "user", "content": "count these tokens " * 20}]}
+    headers = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
+    response = httpx.post(gateway.url + "/v1/messages/count_tokens", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    seen = fake.last_request()
+    assert seen["path"] == "/v1/messages/count_tokens"
+    assert seen["body"]["model"] == "claude-sonnet-4-5"
+    direct = httpx.post(
+        fake.url + "/v1/messages/count_tokens",
+        json={**body, "model": "claude-sonnet-4-5"},
+        headers={"x-api-key": "upstream-key", "anthropic-version": "2023-06-01"},
+    )
+    assert response.json() == direct.json(), "the upstream's own count, not an estimate"
+
+
+def test_count_tokens_is_estimated_for_upstreams_without_one(gateway, fake):
+    fake.reset()
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "x" * 400}]}
+    response = httpx.post(
+        gateway.url + "/v1/messages/count_tokens", json=body, headers={"x-api-key": CLIENT_KEY}
+    )
+    assert response.status_code == 200, response.text
+    # the documented estimate: 400 chars / 4 + 4 framing tokens
+    assert response.json() == {"input_tokens": 104}
+    assert fake.requests() == []
