@@ -179,6 +179,15 @@ def post_chat(gateway: Gateway, model: str = "m", **body) -> httpx.Response:
     )
 
 
+def sdk_stream(gateway: Gateway) -> tuple[str, httpx.Headers]:
+    """A Chat stream through the OpenAI SDK: the text it assembled, and the headers."""
+    raw = chat(gateway).chat.completions.with_raw_response.create(
+        model="m", messages=PROMPT, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    return text, raw.headers
+
+
 def trace(response: httpx.Response) -> tuple[str | None, str | None, str | None]:
     headers = response.headers
     return (
@@ -282,11 +291,10 @@ def test_hang_past_the_timeout_fails_over(gateway, fake_a, fake_b) -> None:
 def test_first_token_timeout_is_separate_from_the_total(gateway, fake_a, fake_b) -> None:
     fake_a.script({"first_event_delay": 0.8})  # within the 1 s total, past the 0.5 s TTFT
     started = time.monotonic()
-    with chat(gateway).chat.completions.stream(model="m", messages=PROMPT) as stream:
-        final = stream.get_final_completion()
-    assert final.choices[0].message.content == "echo: hello"
+    text, headers = sdk_stream(gateway)
+    assert text == "echo: hello"
     assert time.monotonic() - started < 0.8 + 0.5
-    assert stream._response.headers["x-router-instance"] == "pool-2"
+    assert headers["x-router-instance"] == "pool-2"
 
 
 def test_total_timeout_covers_the_whole_stream(gateway, fake_a) -> None:
@@ -338,6 +346,11 @@ def test_long_retry_after_with_nothing_left_goes_back_to_the_client(gateway, fak
     assert response.headers["retry-after"] == "7"
     assert response.json()["error"]["type"] == "rate_limit_error"
     assert trace(response) == ("single", "single-1", "1")
+    again = post_chat(gateway, model="single-m")  # the instance sits the Retry-After out
+    assert again.status_code == 429
+    assert again.headers["retry-after"] in ("6", "7")
+    assert again.headers["x-router-attempts"] == "0"
+    assert len(fake_a.requests()) == 1
 
 
 def test_retry_on_limits_what_is_retried(gateway, fake_a, fake_b) -> None:
@@ -365,11 +378,9 @@ def test_max_attempts_caps_the_walk(gateway, fake_a, fake_b) -> None:
 
 def test_error_event_before_content_fails_over(gateway, fake_a, fake_b) -> None:
     fake_a.script({"stream_error": True, "error_status": 503})
-    with chat(gateway).chat.completions.stream(model="m", messages=PROMPT) as stream:
-        final = stream.get_final_completion()
-    assert final.choices[0].message.content == "echo: hello"
-    assert stream._response.headers["x-router-instance"] == "pool-2"
-    assert stream._response.headers["x-router-attempts"] == "2"
+    text, headers = sdk_stream(gateway)
+    assert text == "echo: hello"
+    assert (headers["x-router-instance"], headers["x-router-attempts"]) == ("pool-2", "2")
 
 
 def test_mid_stream_cut_ends_the_openai_stream_with_an_error(gateway, fake_a) -> None:
@@ -411,7 +422,7 @@ def test_mid_stream_cut_ends_a_translated_anthropic_stream_with_an_error_event(
     assert b"message_stop" not in body
 
 
-# path, body, how each event starts, how many events carry the first content
+# path, body, how each event starts, the position of the first content event
 PASSTHROUGH_CUTS = {
     "chat": ("/v1/chat/completions", {"model": "single-m", "messages": PROMPT}, b"data: ", 2),
     "responses": ("/v1/responses", {"model": "pt-responses", "input": "hello"}, b"event: ", 5),

@@ -22,3 +22,16 @@ def candidates(book: HealthBook, provider: Provider, model: str) -> list[Instanc
             eligible.append((health.last_used, position, instance))
     eligible.sort(key=lambda item: (item[0], item[1]))  # never used: in config order
     return [instance for _, _, instance in eligible]
+
+
+def rate_limited_for(book: HealthBook, provider: Provider, model: str) -> float | None:
+    """Seconds until the first instance that would serve `model` but sits out an
+    upstream Retry-After is back; None when none does."""
+    now = time.time()
+    waits = [
+        book.of(provider.name, instance.id).cooldown_until - now
+        for instance in provider.instances
+        if instance.enabled and not instance.unconfigured and instance.serves(model)
+    ]
+    waits = [wait for wait in waits if wait > 0]
+    return min(waits) if waits else None

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from router.compiler.plan import Instance, Plan, Provider, Route, Target
 from router.pool.health import HealthBook, InstanceHealth
-from router.pool.select import candidates
+from router.pool.select import candidates, rate_limited_for
 from router.protocols import ir, module_for
 from router.providers.base import Call, IRAdapter, WireAdapter
 from router.providers.registry import adapter_for
@@ -127,8 +127,7 @@ class _Run:
             prepared = await self._prepare(target, provider)
             instances = instances_for(provider, prepared.model)
             if not instances:
-                message = f"provider {provider.name}: no healthy instance"
-                self.last_error = ir.Error(503, "unavailable", message)
+                self.last_error = _none_available(provider, prepared.model)
             for instance in instances:
                 if self.spent:
                     break
@@ -225,6 +224,14 @@ class _Run:
             retry_after=error.retry_after,
         )
         return Exhausted(final, self.attempts, self.headers())
+
+
+def _none_available(provider: Provider, model: str) -> ir.Error:
+    wait = rate_limited_for(HEALTH, provider, model)
+    if wait is not None:
+        message = f"provider {provider.name}: every instance is rate-limited"
+        return ir.Error(429, "rate_limit", message, retry_after=wait)
+    return ir.Error(503, "unavailable", f"provider {provider.name}: no healthy instance")
 
 
 def record_failure(health: InstanceHealth, provider: Provider, failure: AttemptFailed) -> None:

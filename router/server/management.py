@@ -225,14 +225,9 @@ async def _check(provider: Provider, instance: Instance, model: str | None) -> d
     health = HEALTH.of(provider.name, instance.id)
     started = time.perf_counter()
     try:
-        _validate(
-            provider,
-            await attempt(
-                provider,
-                _probe_call(provider, instance, model),
-                timeout=min(provider.timeout, PROBE_TIMEOUT),
-            ),
-        )
+        call = _probe_call(provider, instance, model)
+        result = await attempt(provider, call, timeout=min(provider.timeout, PROBE_TIMEOUT))
+        _validate(provider, result)
     except AttemptFailed as failure:
         record_failure(health, provider, failure)
         return _probe_result(instance, model, started, failure.error)

@@ -22,7 +22,6 @@ log = logging.getLogger("router.respond")
 _encode = msgspec.json.Encoder().encode
 
 SSE_MEDIA_TYPE = "text/event-stream"
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
 def build(
@@ -90,9 +89,13 @@ class _Framer:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self.tail + chunk if self.tail else chunk
-        end = max(data.rfind(sep) + len(sep) if sep in data else 0 for sep in _EVENT_ENDS)
-        self.tail = data[end:]
-        whole = data[:end]
+        end = data.rfind(b"\n\n") + 2  # 1 when absent
+        crlf = data.rfind(b"\r\n\r\n") + 4  # 3 when absent
+        end = max(end if end > 1 else 0, crlf if crlf > 3 else 0)
+        if end == len(data):
+            whole, self.tail = data, b""
+        else:
+            whole, self.tail = data[:end], data[end:]
         if whole:
             self.events += whole.count(b"\n\n") + whole.count(b"\r\n\r\n")
         return whole
@@ -137,7 +140,11 @@ class _EndWatch:
 
     def feed(self, chunk: bytes) -> None:
         if self.end is None and self.decoder is not None:
-            self.end = _terminal(self.decoder.feed(chunk))
+            try:
+                self.end = _terminal(self.decoder.feed(chunk))
+            except Exception as exc:  # the client may cope where our decoder did not
+                log.warning("cannot follow the relayed stream any more: %s", exc)
+                self.decoder = None
 
     def close(self) -> None:
         """At the upstream's EOF; raises when it ended without its terminal event."""
@@ -193,6 +200,9 @@ async def _relay(
         elif tail := _completed(framer.flush()):
             yield mapper(tail)
     except Exception as exc:  # the upstream broke after bytes reached the client
+        if isinstance(watch.end, ir.Finish):  # ... but after its terminal event: complete
+            log.info("upstream failed after the end of its stream: %s", exc)
+            return
         error = _mid_stream_error(exc)
         health.fail(provider.health, error.status, error.message)
         yield _relay_error(inbound.protocol, error, framer.events)
