@@ -161,7 +161,10 @@ def test_strict_route_rejects_lossy_translation(gateway):
 
 
 def test_count_tokens_comes_from_the_upstream_count_endpoint(gateway, fake):
-    body = {"model": "my-claude", "messages": [{"role": "user", "content": "count these tokens " * 20}]}
+    body = {
+        "model": "my-claude",
+        "messages": [{"role": "user", "content": "count these tokens " * 20}],
+    }
     headers = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
     response = httpx.post(gateway.url + "/v1/messages/count_tokens", json=body, headers=headers)
     assert response.status_code == 200, response.text
