@@ -68,21 +68,47 @@ def smoke(system: System, case: Case) -> None:
         raise RuntimeError(f"{system.name} {case.key}: unexpected answer: {body[:300]}")
 
 
+def probe(system: System, case: Case) -> float:
+    started = time.perf_counter()
+    smoke(system, case)
+    return time.perf_counter() - started
+
+
+def drain(system: System, case: Case, limit: float = 60.0) -> None:
+    """Wait until requests left over from the last run are done. wrk hangs up at the
+    end of a run, but a slow system still works through what it had accepted (LiteLLM
+    at c=64: seconds of backlog), which would land on the next run. Probe until a
+    probe is no slower than twice the best one before it."""
+    deadline = time.monotonic() + limit
+    best = probe(system, case)
+    while time.monotonic() < deadline:
+        latest = probe(system, case)
+        if latest <= 2 * best:
+            return
+        best = min(best, latest)
+
+
 def measure(system: System, case: Case, seconds: float, log: list[str]) -> dict[str, object]:
     """rps at c=16 and c=64, latency at c=1 and c=16 (wrk); for streams also TTFB."""
     call = system.call(case)
     url, headers = system.url + call.path, dict(call.headers)
+    short = max(2.0, seconds / 2)
     load.wrk(url, call.body, 16, min(2.0, seconds), headers)  # warm-up, not recorded
-    row: dict[str, object] = {
-        "c1": load.wrk(url, call.body, 1, max(2.0, seconds / 2), headers),
-        "c16": load.wrk(url, call.body, 16, seconds, headers),
-        "c64": load.wrk(url, call.body, 64, seconds, headers),
-    }
-    if case.stream or system.name == "router":
+    row: dict[str, object] = {}
+    for key, run in (
+        ("c1", lambda: load.wrk(url, call.body, 1, short, headers)),
+        ("c16", lambda: load.wrk(url, call.body, 16, seconds, headers)),
+        ("c64", lambda: load.wrk(url, call.body, 64, seconds, headers)),
         # the asyncio client sees the first body byte (and the overhead header)
-        row["s1"] = load.stream(url, call.body, 1, max(2.0, seconds / 2), headers)
-        if case.stream:
-            row["s16"] = load.stream(url, call.body, 16, max(2.0, seconds / 2), headers)
+        ("s1", lambda: load.stream(url, call.body, 1, short, headers)),
+        ("s16", lambda: load.stream(url, call.body, 16, short, headers)),
+    ):
+        if key == "s1" and not (case.stream or system.name == "router"):
+            continue
+        if key == "s16" and not case.stream:
+            continue
+        drain(system, case)
+        row[key] = run()
     errors = sum(r.errors for r in row.values() if isinstance(r, load.Result))
     c16 = row["c16"]
     assert isinstance(c16, load.Result)
@@ -98,18 +124,34 @@ def rss(system: System) -> dict[str, float]:
 
 
 def drive_requests(system: System, total: int, deadline: float) -> int:
-    """Send about `total` requests spread over the three cases; stop at `deadline`."""
+    """Send `total` requests (exactly, give or take the connection count) spread over the
+    three cases at c=16, with the asyncio client; stop at `deadline`."""
     sent = 0
     for case in CASES:
-        share = total // len(CASES)
-        while share > 0 and time.monotonic() < deadline:
-            call = system.call(case)
-            seconds = max(1.0, min(30.0, deadline - time.monotonic()))
-            result = load.wrk(
-                system.url + call.path, call.body, 16, seconds, dict(call.headers), stop_after=share
-            )
-            sent += result.requests
-            share -= result.requests
+        call = system.call(case)
+        seconds = deadline - time.monotonic()
+        if seconds <= 0:
+            break
+        result = load.stream(
+            system.url + call.path, call.body, 16, seconds, dict(call.headers),
+            limit=total // len(CASES),
+        )  # fmt: skip
+        sent += result.requests
+    return sent
+
+
+def top_up(system: System, total: int, deadline: float) -> int:
+    """Send about `total` more requests with wrk, cases in turn, in runs of <= 10 s,
+    until done or `deadline`."""
+    sent, turn = 0, 0
+    while sent < total and (left := deadline - time.monotonic()) > 1:
+        call = system.call(CASES[turn % len(CASES)])
+        turn += 1
+        result = load.wrk(
+            system.url + call.path, call.body, 16, min(10.0, left), dict(call.headers)
+        )
+        sent += result.requests
+    print(f"  sent {sent} more requests to {system.name}", flush=True)
     return sent
 
 
@@ -165,7 +207,7 @@ def profile_case_b(system: System, seconds: float, outdir: Path) -> str:
     spy.wait(timeout=seconds + 30)
     if not out.exists():
         return "py-spy wrote nothing (ptrace not permitted?)"
-    return summarise(out, top=25)
+    return summarise(out, top=20, cumulative_only="router/")
 
 
 def micro(quick: bool) -> dict[str, object]:
@@ -221,6 +263,8 @@ def main() -> int:
         for name in order:
             for case in cases:
                 smoke(running[name], case)
+        smoke(running["direct"], systems.GEMINI)
+        smoke(router, systems.GEMINI)
         print(f"all systems up and answering ({time.monotonic() - started:.0f} s)", flush=True)
         results["rss_idle"] = {name: rss(running[name]) for name in order if name != "direct"}
 
@@ -249,11 +293,9 @@ def main() -> int:
                 if isinstance(r, load.Result)
             )
             total += results["rss_1k"]["requests"]  # type: ignore[index]
-            budget = 45.0 if args.quick else 120.0
+            budget = 45.0 if args.quick else 100.0
             if total < args.rss_requests:
-                total += drive_requests(
-                    router, args.rss_requests - total, time.monotonic() + budget
-                )
+                total += top_up(router, args.rss_requests - total, time.monotonic() + budget)
             time.sleep(0.5)
             results["rss_100k"] = {**rss(router), "requests": total}
             config = workdir / "router-config"

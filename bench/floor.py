@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 UPSTREAM = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:8089")
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
@@ -26,7 +32,7 @@ def _client() -> httpx.AsyncClient:
 client = _client()
 
 
-async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":  # lifespan: accept startup and shutdown
         while (message := await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})

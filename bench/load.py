@@ -33,15 +33,12 @@ def wrk(
     connections: int,
     seconds: float,
     headers: dict[str, str] | None = None,
-    stop_after: int | None = None,
 ) -> Result:
     env = {
         **os.environ,
         "BENCH_BODY": str(body),
         "BENCH_HEADERS": "|".join(f"{k}: {v}" for k, v in (headers or {}).items()),
     }
-    if stop_after is not None:
-        env["BENCH_STOP_AFTER"] = str(stop_after)
     argv = [
         "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
         "--timeout", "10s", "-s", str(LUA), url,

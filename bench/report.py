@@ -100,6 +100,12 @@ def other_tables(results: dict[str, Any]) -> list[str]:
             f"  case (a) c=16: {res.rps:.0f} rps, p50 {res.p50_ms:.2f} ms, "
             f"p99 {res.p99_ms:.2f} ms, {res.requests} requests, {res.errors} errors/non-2xx",
         ]
+        base = _get(results.get("matrix", {}), "a", "router", "c16")
+        if base:
+            lines.append(
+                f"  without reloads (table above): {base.rps:.0f} rps, p50 {base.p50_ms:.2f} ms, "
+                f"p99 {base.p99_ms:.2f} ms"
+            )
     micro = results.get("micro")
     if micro:
         lines += ["", "route resolution (Plan.resolve, ns/call, best of interleaved runs)"]
@@ -189,5 +195,7 @@ def render(results: dict[str, Any], order: Sequence[str], cases: Sequence[Case])
     ]
     lines += load_table(results.get("matrix", {}), order, cases)
     lines += ["", *other_tables(results)]
+    if "profile" in results:
+        lines += ["", "py-spy, gateway worker, case (b) at c=16", results["profile"]]
     lines += ["", *targets(results)]
     return "\n".join(lines)

@@ -71,6 +71,18 @@ CASES = (
 )
 
 
+# Not in the table: checks that the Gemini upstream and the gateway's Gemini path answer.
+GEMINI = Case(
+    "gemini",
+    "Gemini -> Gemini",
+    False,
+    Call(
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent", REQUESTS / "gemini_generate.json"
+    ),
+    Call("/v1beta/models/gemini-2.5-flash:generateContent", REQUESTS / "gemini_generate.json"),
+)
+
+
 @dataclass(slots=True)
 class System:
     name: str

@@ -1,6 +1,6 @@
 -- wrk script: POST the JSON file named by BENCH_BODY, with the extra headers in
--- BENCH_HEADERS ("name: value|name: value"). With BENCH_STOP_AFTER=N each thread stops
--- after N responses. `done` prints one line "BENCH {json}" for the harness to parse.
+-- BENCH_HEADERS ("name: value|name: value"). `done` prints one line "BENCH {json}" for
+-- the harness to parse. (No `response` hook: defining one slows wrk down.)
 
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
@@ -9,17 +9,6 @@ file:close()
 wrk.headers["Content-Type"] = "application/json"
 for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:|]+):%s*([^|]+)") do
   wrk.headers[name] = value
-end
-
-local stop_after = tonumber(os.getenv("BENCH_STOP_AFTER") or "")
-if stop_after then
-  local seen = 0
-  function response(status, headers, body)
-    seen = seen + 1
-    if seen >= stop_after then
-      wrk.thread:stop()
-    end
-  end
 end
 
 function done(summary, latency, requests)
