@@ -7,6 +7,7 @@ from router.compiler.plan import Provider
 from router.protocols import ir
 from router.providers.antigravity import AntigravityAdapter
 from router.providers.base import IRAdapter, WireAdapter
+from router.providers.claude_code import ClaudeCodeAdapter
 from router.providers.code_assist import CodeAssistAdapter
 from router.providers.echo import EchoAdapter
 from router.providers.wire import (
@@ -23,6 +24,7 @@ _ADAPTERS: dict[str, WireAdapter | IRAdapter] = {
     "gemini-api": GeminiAPIAdapter(),
     "gemini-cli-oauth": CodeAssistAdapter(),
     "gemini-antigravity": AntigravityAdapter(),
+    "claudeCode-custom": ClaudeCodeAdapter(),
     "echo": EchoAdapter(),
 }
 
