@@ -4,6 +4,7 @@ header hygiene of every upstream request."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http.cookiejar import DefaultCookiePolicy
 
 import httpx
 
@@ -41,6 +42,9 @@ def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
             proxy=proxy if isinstance(proxy, str) else None,
             follow_redirects=False,
         )
+        # The client is shared by every gateway client, so a cookie one upstream
+        # response set must never ride along on someone else's request: keep none.
+        client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         _clients[proxy] = client
     return client
 
