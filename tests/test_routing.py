@@ -4,7 +4,6 @@ default; globs, lists, `protocol`, `when`; the Claude Code aliases; override err
 from __future__ import annotations
 
 import random
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from router.compiler.glob import glob_test
 from router.compiler.matcher import MatchSpec, build_matcher, truthy
 from router.compiler.plan import Plan
 from router.protocols import ir
+from tests.conftest import write_config
 from tests.routercli import REPO, copy_shipped
 
 PROVIDERS = """
@@ -70,15 +70,6 @@ routes:
 """
 
 
-def write(directory: Path, files: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip())
-    return directory
-
-
 def plan_for(directory: Path, env: dict[str, str] | None = None) -> Plan:
     plan, diagnostics = compile_config(directory, env=env or {})
     assert plan is not None, "\n".join(map(str, diagnostics))
@@ -87,7 +78,7 @@ def plan_for(directory: Path, env: dict[str, str] | None = None) -> Plan:
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write(
+    return write_config(
         tmp_path_factory.mktemp("routing"), {"providers.yaml": PROVIDERS, "routes.yaml": ROUTES}
     )
 
@@ -222,7 +213,7 @@ def test_unknown_override_is_an_error(config: Path, request_: dict, status: int,
 
 def test_overrides_can_be_disabled(tmp_path: Path) -> None:
     routes = "default: echo\noverrides: { path_prefix: false, header: false }\n"
-    plan = plan_for(write(tmp_path, {"providers.yaml": PROVIDERS, "routes.yaml": routes}))
+    plan = plan_for(write_config(tmp_path, {"providers.yaml": PROVIDERS, "routes.yaml": routes}))
     assert plan.header is None
     assert resolve(plan, headers={"model-provider": "nope"})[0] == "default"
     with pytest.raises(ir.Error) as caught:
@@ -232,7 +223,7 @@ def test_overrides_can_be_disabled(tmp_path: Path) -> None:
 
 def test_custom_override_header_is_lower_cased(tmp_path: Path) -> None:
     routes = "default: echo\noverrides: { header: X-Route-To }\n"
-    plan = plan_for(write(tmp_path, {"providers.yaml": PROVIDERS, "routes.yaml": routes}))
+    plan = plan_for(write_config(tmp_path, {"providers.yaml": PROVIDERS, "routes.yaml": routes}))
     assert plan.header == "x-route-to"
     found = resolve(plan, headers={"x-route-to": "claude-custom"})
     assert found[:2] == ("header", "provider:claude-custom")
@@ -252,7 +243,7 @@ def test_route_level_settings_reach_the_plan(tmp_path: Path) -> None:
     """
     pipeline = "request:\n  - set: { x: 1 }\n"
     files = {"providers.yaml": PROVIDERS, "routes.yaml": routes, "pipelines/p.yaml": pipeline}
-    directory = write(tmp_path, files)
+    directory = write_config(tmp_path, files)
     route = plan_for(directory).routes[0]
     assert (route.strict, route.retry_on, route.max_attempts) == (True, frozenset({429, "5xx"}), 3)
     assert route.targets[0].pipeline is not None and route.targets[0].pipeline.name == "p"

@@ -13,20 +13,14 @@ from router.compiler.plan import Plan
 from router.protocols import module_for
 from router.providers.http import client_for
 from router.server.dispatch import HEALTH, instances_for
-from router.server.translate import Inbound, to_ir
+from router.server.translate import Inbound, resolve, to_ir
 from router.tokens import estimate_request_tokens
 
 _encode = msgspec.json.Encoder().encode
 
 
 async def count_tokens(plan: Plan, inbound: Inbound) -> dict[str, Any]:
-    resolution = plan.resolve(
-        protocol=inbound.protocol,
-        model=inbound.model,
-        headers=inbound.headers,
-        body=inbound.body,
-        path_provider=inbound.path_provider,
-    )
+    resolution = resolve(plan, inbound)
     target = resolution.route.targets[0]
     provider = plan.providers[target.provider]
     model = target.model or inbound.model

@@ -31,7 +31,14 @@ from router.protocols import ir, module_for
 from router.providers.base import Call, IRAdapter, WireAdapter
 from router.providers.registry import adapter_for
 from router.server import respond
-from router.server.translate import Inbound, Prepared, mapped_client_body, prepare, to_ir
+from router.server.translate import (
+    Inbound,
+    Prepared,
+    mapped_client_body,
+    prepare,
+    resolve,
+    to_ir,
+)
 from router.server.upstream import Answer, AttemptFailed, PrimedStream, call_ir, call_wire
 
 log = logging.getLogger("router.dispatch")
@@ -246,13 +253,7 @@ def record_failure(health: InstanceHealth, provider: Provider, failure: AttemptF
 
 async def dispatch(plan: Plan, inbound: Inbound) -> Outcome:
     started = time.perf_counter()
-    resolution = plan.resolve(
-        protocol=inbound.protocol,
-        model=inbound.model,
-        headers=inbound.headers,
-        body=inbound.body,
-        path_provider=inbound.path_provider,
-    )
+    resolution = resolve(plan, inbound)
     outcome = await _Run(plan, inbound, resolution.route).walk()
     outcome.started = started
     return outcome

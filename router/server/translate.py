@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from router.compiler.plan import Pipeline, Provider, Target
+from router.compiler.plan import Pipeline, Plan, Provider, Resolution, Target
 from router.protocols import ir, module_for
 from router.server.images import inline_image_urls
 
@@ -45,6 +45,17 @@ class Prepared:
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
     dropped: list[str] = field(default_factory=list)
+
+
+def resolve(plan: Plan, inbound: Inbound) -> Resolution:
+    """Stage 3: which route (and so which chain of targets) serves this request."""
+    return plan.resolve(
+        protocol=inbound.protocol,
+        model=inbound.model,
+        headers=inbound.headers,
+        body=inbound.body,
+        path_provider=inbound.path_provider,
+    )
 
 
 def context(inbound: Inbound) -> dict[str, Any]:
