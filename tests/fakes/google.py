@@ -46,10 +46,7 @@ import contextlib
 import hashlib
 import itertools
 import json
-import os
 import re
-import signal
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -58,6 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from .bootstrap import arg_parser, run_program, serve_until_signalled
 from .http import Connection, PeerGone, Request, start_server
 
 CODE_ASSIST_PATH = re.compile(r"^(/[A-Za-z0-9_-]+)?/v1internal:([A-Za-z]+)$")
@@ -468,13 +466,6 @@ def schema_keywords(tools: list[Any]) -> Iterator[str]:
 # ---- the program --------------------------------------------------------------------
 
 
-def write_port_file(path: str, port: int) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(str(port))
-    os.replace(tmp, path)
-
-
 async def run(args: argparse.Namespace) -> None:
     app = FakeGoogle(args.client_id, args.client_secret)
 
@@ -483,32 +474,14 @@ async def run(args: argparse.Namespace) -> None:
             await app.handle(request, conn)
 
     server = await start_server(handle, args.host, args.port)
-    port = server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.port_file:
-        write_port_file(args.port_file, port)
-    print(f"fake google listening on http://{args.host}:{port}", flush=True)
-    async with server:
-        await stop.wait()
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
+    await serve_until_signalled(server, "fake google", args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser = arg_parser((__doc__ or "").splitlines()[0])
     parser.add_argument("--client-id", default="fake-client-id.apps.googleusercontent.com")
     parser.add_argument("--client-secret", default="fake-client-secret")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args))
-    sys.exit(0)
+    run_program(run(parser.parse_args(argv)))
 
 
 # ---- the test-side client -----------------------------------------------------------
@@ -527,30 +500,10 @@ class FakeGoogleProcess:
 
     @classmethod
     def start(cls, timeout: float = 10.0) -> FakeGoogleProcess:
-        from .process import REPO_ROOT, spawn_process
+        from .process import start_python_module
 
-        env = {
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
-            )
-        }
-        args = [
-            sys.executable,
-            "-m",
-            "tests.fakes.google",
-            "--port",
-            "0",
-            "--port-file",
-            "{port_file}",
-            "--client-id",
-            cls.CLIENT_ID,
-            "--client-secret",
-            cls.CLIENT_SECRET,
-        ]
-        proc = spawn_process(
-            args, port_file=True, env=env, cwd=REPO_ROOT, timeout=timeout, name="fake-google"
-        )
-        return cls(proc)
+        extra = ["--client-id", cls.CLIENT_ID, "--client-secret", cls.CLIENT_SECRET]
+        return cls(start_python_module("tests.fakes.google", extra, "fake-google", timeout))
 
     @property
     def auth_url(self) -> str:

@@ -197,7 +197,10 @@ def _wait_ready(
         time.sleep(0.02)
 
 
-def _python_module(module: str, extra: Sequence[str], name: str, timeout: float) -> ManagedProcess:
+def start_python_module(
+    module: str, extra: Sequence[str], name: str, timeout: float
+) -> ManagedProcess:
+    """`python -m module --port 0 --port-file F *extra` (a fake using bootstrap.py), ready."""
     env = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     }
@@ -238,7 +241,9 @@ class FakeUpstream(_Client):
             extra += ["--api-key", api_key]
         if models:
             extra += ["--models", ",".join(models)]
-        return cls(_python_module("tests.fakes.upstream", extra, "fake-upstream", timeout), api_key)
+        return cls(
+            start_python_module("tests.fakes.upstream", extra, "fake-upstream", timeout), api_key
+        )
 
     def script(self, behaviours: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> int:
         """Queue behaviours for the next matching requests; returns the queue length."""
@@ -300,7 +305,7 @@ class FakeProxy(_Client):
 
     @classmethod
     def start(cls, timeout: float = 10.0) -> FakeProxy:
-        return cls(_python_module("tests.fakes.proxy", [], "fake-proxy", timeout))
+        return cls(start_python_module("tests.fakes.proxy", [], "fake-proxy", timeout))
 
     def log(self) -> list[dict[str, Any]]:
         """What went through: [{"method", "target", "host", "port", ...}], oldest first."""

@@ -16,13 +16,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
-import sys
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from .upstream import write_port_file
+from .bootstrap import arg_parser, run_program, serve_until_signalled
 
 HOP_BY_HOP = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
 
@@ -172,28 +170,11 @@ class Proxy:
 async def run(args: argparse.Namespace) -> None:
     proxy = Proxy()
     server = await asyncio.start_server(proxy.handle, args.host, args.port)
-    port = server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.port_file:
-        write_port_file(args.port_file, port)
-    print(f"fake proxy listening on http://{args.host}:{port}", flush=True)
-    async with server:
-        await stop.wait()
-        server.close()
+    await serve_until_signalled(server, "fake proxy", args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="loopback HTTP forward proxy that logs")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args))
-    sys.exit(0)
+    run_program(run(arg_parser("loopback HTTP forward proxy that logs").parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import re
-import signal
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from .anthropic import Anthropic
+from .bootstrap import arg_parser, run_program, serve_until_signalled
 from .control import RequestLog, Script, ScriptError
 from .gemini import Gemini
 from .http import Connection, PeerGone, Request, start_server
@@ -452,43 +450,18 @@ def onboard_user() -> dict[str, Any]:
     }
 
 
-def write_port_file(path: str, port: int) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(str(port))
-    os.replace(tmp, path)
-
-
 async def run(args: argparse.Namespace) -> None:
     models = [m for m in (args.models or "").split(",") if m] or None
     app = FakeUpstream(api_key=args.api_key, models=models)
     server = await start_server(app.handle, args.host, args.port)
-    port = server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.port_file:
-        write_port_file(args.port_file, port)
-    print(f"fake upstream listening on http://{args.host}:{port}", flush=True)
-    async with server:
-        await stop.wait()
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
+    await serve_until_signalled(server, "fake upstream", args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser = arg_parser(__doc__.splitlines()[0])
     parser.add_argument("--api-key", help="require this key (each protocol's own header)")
     parser.add_argument("--models", help="comma-separated model ids for the model lists")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args))
-    sys.exit(0)
+    run_program(run(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
