@@ -17,8 +17,9 @@ Decisions worth knowing:
   signature=...)` when it arrives on an empty text part), a thought part's in
   `Thinking.signature` with origin "gemini". Gemini 3 validates the signature on the first
   `functionCall` of each model turn: when no call in a model turn has one (the history
-  came from another provider), the first call gets Google's documented bypass value
-  `skip_thought_signature_validator`.
+  came from another provider, or from a client that cannot carry signatures and whose
+  call the server's signature cache no longer knows), the first call gets Google's
+  documented bypass value `skip_thought_signature_validator`.
 * Tool results. `functionResponse.response` is the result text when that is a JSON
   object, else `{"output": text}` (`{"error": text}` when `is_error`); parsing inverts
   this. Images in a result follow as `inlineData` parts in the same user turn (accepted by

@@ -15,6 +15,7 @@ from router.compiler.plan import Pipeline, Provider
 from router.pool.health import InstanceHealth
 from router.protocols import ir, module_for
 from router.protocols.sse import SSEParser, data_line, named_event
+from router.server import signatures
 from router.server.translate import Inbound, Prepared, context
 from router.server.upstream import Answer, AttemptFailed, PrimedStream, decode_json
 
@@ -44,6 +45,8 @@ def build(
     if result.raw is not None:
         chunks = _relay(inbound, result, health, provider, pipeline)
     else:
+        if provider.protocol == "gemini":
+            signatures.watch_stream(result)
         chunks = _encode_events(inbound, prepared, result, health, provider, pipeline)
     media = SSE_MEDIA_TYPE
     if inbound.protocol == "gemini" and not inbound.gemini_sse:
@@ -68,6 +71,8 @@ def _answer_body(
         response = answer.response
         if response is None:
             response = module_for(provider.protocol).parse_response(decode_json(answer.body))
+        if provider.protocol == "gemini":
+            signatures.remember_response(response)
         assert prepared.request is not None
         document = module_for(inbound.protocol).build_response(response, prepared.request)
     if has_response_steps:

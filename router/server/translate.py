@@ -14,6 +14,7 @@ import msgspec
 
 from router.compiler.plan import Pipeline, Plan, Provider, Resolution, Target
 from router.protocols import ir, module_for
+from router.server import signatures
 from router.server.images import inline_image_urls
 
 _encode = msgspec.json.Encoder().encode
@@ -98,6 +99,8 @@ async def prepare(
 
     request = copy.deepcopy(client_request) if client_request else to_ir(inbound, client_body)
     request.model = model
+    if provider.protocol == "gemini":
+        signatures.restore(request)  # thought signatures a non-Gemini client could not keep
     if provider.protocol == "ir":
         return Prepared(model, False, request=request, headers=headers, dropped=request.dropped)
     upstream = module_for(provider.protocol)
