@@ -32,7 +32,9 @@ from router.config.yamlsource import Path as DataPath
 SECRET_KEYS = ("api_key", "client_secret")
 # Adapter-specific instance keys, and the adapter types that use them.
 ADAPTER_KEYS: Mapping[str, frozenset[str]] = {
-    "claudeCode-custom": frozenset({"command", "args", "env"}),
+    "claudeCode-custom": frozenset(
+        {"command", "args", "env", "max_turns", "queue_timeout", "runtime_dir"}
+    ),
     "gemini-cli-oauth": frozenset(
         {"credentials", "project", "token_url", "auth_url", "client_id", "client_secret"}
     ),

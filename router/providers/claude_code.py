@@ -25,12 +25,11 @@ one), and its text is defused against slash commands and `@file` mentions. As a 
 guard, a run whose `init` line lists any tool besides `StructuredOutput`, or whose model
 uses another tool, is killed.
 
-Options (instance keys; the pool's `options` give defaults for every instance):
-`command` (default "claude", looked up on the server's PATH), `args` (extra CLI
-arguments), `env`, `max_concurrency` (default 4), `max_turns` (default 2: the answer,
-plus one structured-output reminder turn the CLI itself may add), `queue_timeout`
-(seconds, default 30), `runtime_dir`, `model_aliases`. The providers schema allows
-`max_turns`, `queue_timeout` and `runtime_dir` only in the pool's `options`.
+Settings (instance keys; the pool's `options` give defaults for every instance, and an
+instance's own value wins): `command` (default "claude", looked up on the server's PATH),
+`args` (extra CLI arguments), `env`, `max_concurrency` (default 4), `max_turns` (default
+2: the answer, plus one structured-output reminder turn the CLI itself may add),
+`queue_timeout` (a duration, default 30s), `runtime_dir`, `model_aliases`.
 
 Authentication is whatever the declared env gives the CLI: ANTHROPIC_API_KEY (with
 ANTHROPIC_BASE_URL for a proxy or a test fake), CLAUDE_CODE_OAUTH_TOKEN (from `claude
@@ -54,7 +53,7 @@ means something whole, so it is buffered and sent at the end (thinking still str
 live). `Finish` carries the `result` line's usage.
 
 Processes. Each instance allows `max_concurrency` runs at once (default 4; per server
-worker process); more wait up to `queue_timeout` seconds (pool or instance option,
+worker process); more wait up to `queue_timeout` (pool or instance setting,
 default 30, never past the request timeout) and then get 429 rate_limit. The provider's
 `timeout` bounds the whole run. The CLI runs in its own process group; on timeout,
 cancellation (client disconnect: the stream generator is closed or the task cancelled)
@@ -87,6 +86,7 @@ from typing import Any
 
 import msgspec
 
+from router.config.durations import parse_duration
 from router.protocols import ir
 from router.providers import claude_code_emulation as emulation
 from router.providers.base import Call, IRAdapter
@@ -412,7 +412,7 @@ def slots_for(call: Call) -> Slots:
 async def admitted(call: Call, deadline: float) -> AsyncIterator[None]:
     """Hold one of the instance's slots, or raise 429 after the bounded wait."""
     options = _options(call)
-    queue_timeout = float(options.get("queue_timeout", DEFAULT_QUEUE_TIMEOUT))
+    queue_timeout = parse_duration(options.get("queue_timeout", DEFAULT_QUEUE_TIMEOUT))
     wait = min(queue_timeout, deadline - time.monotonic())
     slots = slots_for(call)
     if not await slots.acquire(wait):
