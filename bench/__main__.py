@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         default="direct,floor,router,litellm",
-        help="comma-separated: direct, floor, floor-aiohttp, router, litellm",
+        help="comma-separated: direct, floor, floor-httpx, router, litellm",
     )
     parser.add_argument("--cases", default="a,b,c", help="comma-separated: a, b, c")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (router serve)")
@@ -249,8 +249,8 @@ def main() -> int:
             running["litellm"] = systems.start_litellm(workdir, logdir, base, wait=False)
         if "floor" in wanted:
             running["floor"] = systems.start_floor(logdir, base)
-        if "floor-aiohttp" in wanted:
-            running["floor-aiohttp"] = systems.start_floor(logdir, base, "aiohttp")
+        if "floor-httpx" in wanted:
+            running["floor-httpx"] = systems.start_floor(logdir, base, "httpx")
         router = systems.start_router(workdir, logdir, base, args.workers)
         running["router"] = router
         time.sleep(1.0)
@@ -258,7 +258,7 @@ def main() -> int:
         if "litellm" in running:
             running["litellm"].wait()
         order = [
-            n for n in ("direct", "floor", "floor-aiohttp", "router", "litellm") if n in wanted
+            n for n in ("direct", "floor", "floor-httpx", "router", "litellm") if n in wanted
         ]
         for name in order:
             for case in cases:

@@ -1,6 +1,8 @@
-"""The Python floor: Granian + a bare ASGI app + one pooled httpx.AsyncClient that forwards
+"""The Python floor: Granian + a bare ASGI app + the gateway's own pooled upstream client
+(`router.providers.http.client_for`: httpx over the httpx-aiohttp transport) that forwards
 the request body to FLOOR_UPSTREAM + path and streams the answer back. No parsing, no
-routing. `FLOOR_TRANSPORT=aiohttp` swaps in the httpx-aiohttp transport.
+routing. `FLOOR_TRANSPORT=httpx` uses httpx's own pool instead (httpcore), like the
+gateway under ROUTER_UPSTREAM_TRANSPORT=httpx.
 
 python bench/floor.py PORT"""
 
@@ -11,25 +13,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 UPSTREAM = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:8089")
-LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+os.environ["ROUTER_UPSTREAM_TRANSPORT"] = os.environ.get("FLOOR_TRANSPORT", "aiohttp")
 
+from router.providers.http import client_for  # noqa: E402  (reads the variable above)
 
-def _client() -> httpx.AsyncClient:
-    if os.environ.get("FLOOR_TRANSPORT") == "aiohttp":
-        from httpx_aiohttp import HttpxAiohttpClient
-
-        return HttpxAiohttpClient(limits=LIMITS, timeout=600.0, trust_env=False)
-    return httpx.AsyncClient(limits=LIMITS, timeout=600.0, trust_env=False)
-
-
-client = _client()
+client = client_for(False)  # no system proxy, as in the gateway's bench config
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:

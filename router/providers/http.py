@@ -1,12 +1,18 @@
 """One pooled HTTP client per process and proxy setting, shared by every adapter, and the
-header hygiene of every upstream request."""
+header hygiene of every upstream request.
+
+The client is httpx's API over aiohttp's pool (router/providers/transport.py);
+ROUTER_UPSTREAM_TRANSPORT=httpx falls back to httpx's own pool (httpcore)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from http.cookiejar import DefaultCookiePolicy
 
 import httpx
+
+from router.providers.transport import AiohttpClient
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those httpx derives from the request itself.
 _HOP_BY_HOP = frozenset(
@@ -35,7 +41,8 @@ def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
         proxy = None
     client = _clients.get(proxy)
     if client is None:
-        client = httpx.AsyncClient(
+        factory = httpx.AsyncClient if _transport() == "httpx" else AiohttpClient
+        client = factory(
             timeout=httpx.Timeout(600.0, connect=10.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             trust_env=proxy is None,
@@ -47,6 +54,10 @@ def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
         client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         _clients[proxy] = client
     return client
+
+
+def _transport() -> str:
+    return os.environ.get("ROUTER_UPSTREAM_TRANSPORT", "aiohttp")
 
 
 def is_hop_by_hop(name: str) -> bool:
