@@ -258,6 +258,40 @@ class CodeAssistAdapter(WireAdapter):
                 raise error
             return _object(response.content, method)
 
+    # --- countTokens -------------------------------------------------------------------
+    async def count_tokens(
+        self, provider: Provider, instance: Instance, model: str, contents: list[Any]
+    ) -> int:
+        """`v1internal:countTokens` with the body gemini-cli sends,
+        `{request: {model: "models/<m>", contents}}`, answered with `totalTokens`. It takes
+        no system instruction or tools (the caller estimates those)."""
+        account = self.account(provider, instance)
+        name = model.removeprefix("models/")
+        name = account.aliases.get(name, name)
+        body = {"request": {"model": f"models/{name}", "contents": count_contents(contents)}}
+        return gemini.count_from(await self.internal(account, instance, "countTokens", body))
+
+
+def count_contents(contents: list[Any]) -> list[Any]:
+    """Contents as countTokens takes them. Like gemini-cli, thought parts become plain
+    text (the count endpoint rejects `thought` parts); thought signatures are not input
+    the model reads, so they are left out, and so are parts left empty by that."""
+    out = []
+    for content in contents:
+        if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+            out.append(content)
+            continue
+        parts = [_count_part(part) for part in content["parts"]]
+        out.append({**content, "parts": [part for part in parts if part]})
+    return [c for c in out if not isinstance(c, dict) or c.get("parts") != []]
+
+
+def _count_part(part: Any) -> Any:
+    if not isinstance(part, dict):
+        return part
+    kept = {k: v for k, v in part.items() if k not in ("thought", "thoughtSignature")}
+    return None if kept in ({}, {"text": ""}) else kept
+
 
 def account_headers(account: Account) -> dict[str, str]:
     return {

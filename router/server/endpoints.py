@@ -15,7 +15,7 @@ from router.compiler.plan import Plan
 from router.protocols import ir, module_for
 from router.server import models
 from router.server.auth import check_client
-from router.server.counting import count_tokens
+from router.server.counting import count_body, count_tokens
 from router.server.dispatch import ClientGone, Exhausted, Outcome, cancel_on_disconnect, dispatch
 from router.server.errors import error_response
 from router.server.state import PlanHolder
@@ -150,25 +150,39 @@ async def messages(request: Request, provider: str | None = None) -> Response:
 async def gemini_generate(
     request: Request, model_action: str, provider: str | None = None
 ) -> Response:
+    if model_action.endswith(":countTokens"):
+        return await _count(request, "gemini", provider, model_action.partition(":")[0])
     return await _serve(request, "gemini", provider, gemini=model_action)
 
 
 @post(["/v1/messages/count_tokens", "/{provider:str}/v1/messages/count_tokens"], status_code=200)
 async def messages_count_tokens(request: Request, provider: str | None = None) -> Response:
+    return await _count(request, "anthropic", provider)
+
+
+async def _count(
+    request: Request, protocol: str, provider: str | None, model: str | None = None
+) -> Response:
+    """Token counting: the model comes from the body (Anthropic) or the URL (Gemini)."""
     try:
         plan = _plan(request)
         headers = _headers(request)
         query = dict(request.query_params)
         check_client(plan.auth.api_keys, headers, query)
         body = await _json_body(request)
-        model = body.get("model")
+        model = model or body.get("model")
         if not isinstance(model, str) or not model:
             raise ir.Error(400, "invalid_request", "`model` is required")
-        inbound = Inbound("anthropic", body, headers, query, model, False, provider)
-        result = await count_tokens(plan, inbound)
+        inbound = Inbound(protocol, body, headers, query, model, False, provider)
+        count = await count_tokens(plan, inbound)
     except ir.Error as error:
-        return error_response("anthropic", error)
-    return Response(_encode(result), media_type="application/json")
+        return error_response(protocol, error)
+    return Response(
+        _encode(count_body(protocol, count)),
+        status_code=200,
+        media_type="application/json",
+        headers={"x-router-token-count": count.source},
+    )
 
 
 @get(["/v1/models", "/v1beta/models", "/{provider:str}/v1/models", "/{provider:str}/v1beta/models"])

@@ -366,16 +366,66 @@ class Gemini(Wire):
         conv.stop = list(g(config, "stopSequences") or [])
 
     def count_tokens(self, ctx: Context) -> dict[str, Any]:
-        body = self.request_body(ctx)
+        """models.countTokens: `{contents}` or `{generateContentRequest: {model, ...}}`
+        (its `model` required, as `models/...`). Code Assist: `{request: {model, contents}}`
+        as gemini-cli sends it, answered with `totalTokens` alone."""
+        if ctx.options.get("code_assist"):
+            return self._code_assist_count(ctx)
+        body = ctx.body
         inner = g(body, "generateContentRequest")
-        if isinstance(inner, dict):
-            body = inner
-        sub = Context(ctx.request, body, ctx.model, ctx.seed)
-        conv = self.parse(sub)
+        if inner is not None:
+            if g(body, "contents") is not None:
+                raise InvalidRequest(
+                    "contents and generate_content_request are mutually exclusive."
+                )
+            if not isinstance(inner, dict):
+                raise InvalidRequest("Invalid value at 'generate_content_request'.")
+            model = g(inner, "model")
+            if not isinstance(model, str) or not model.startswith("models/"):
+                raise InvalidRequest(
+                    "* GenerateContentRequest.model: unexpected model name format\n"
+                )
+            body = {k: v for k, v in inner.items() if k != "model"}
+        else:
+            unknown = sorted(set(body) - {"contents"})
+            if unknown:
+                raise InvalidRequest(
+                    f'Invalid JSON payload received. Unknown name "{unknown[0]}": '
+                    "Cannot find field."
+                )
+        conv = self.parse(Context(ctx.request, body, ctx.model, ctx.seed))
         return {
             "totalTokens": conv.input_tokens,
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": conv.input_tokens}],
         }
+
+    def _code_assist_count(self, ctx: Context) -> dict[str, Any]:
+        request = ctx.body.get("request")
+        unknown = sorted(set(ctx.body) - {"request"})
+        if unknown or not isinstance(request, dict):
+            name = unknown[0] if unknown else "request"
+            raise InvalidRequest(
+                f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.'
+            )
+        unknown = sorted(set(request) - {"model", "contents"})
+        if unknown:
+            raise InvalidRequest(
+                f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
+                "'request': Cannot find field."
+            )
+        model = request.get("model")
+        if not isinstance(model, str) or not model.startswith("models/"):
+            raise InvalidRequest("* CountTokensRequest.model: unexpected model name format\n")
+        for i, content in enumerate(request.get("contents") or []):
+            for j, part in enumerate(g(content, "parts") or []):
+                if g(part, "thought") is not None:
+                    raise InvalidRequest(
+                        f'Invalid JSON payload received. Unknown name "thought" at '
+                        f"'request.contents[{i}].parts[{j}]': Cannot find field."
+                    )
+        body = {"contents": request.get("contents")}
+        conv = self.parse(Context(ctx.request, body, model.removeprefix("models/"), ctx.seed))
+        return {"totalTokens": conv.input_tokens}
 
     # ---- response --------------------------------------------------------------------
     def _signed(self, reply: Reply, conv: Conversation) -> bool:

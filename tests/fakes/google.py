@@ -18,6 +18,8 @@ stand for several base URLs:
     POST /v1internal:onboardUser         a long-running operation: `onboard_polls` answers
                                          with done=false, then done with the project
     POST /v1internal:generateContent     `{"response": {...}, "traceId": ...}`
+    POST /v1internal:countTokens         `{request: {model: "models/...", contents}}` ->
+                                         `{"totalTokens": n}`
     POST /v1internal:streamGenerateContent?alt=sse
                                          `data: {"response": {...}, "traceId": ...}` CRLF
                                          events, each written in two pieces
@@ -28,7 +30,7 @@ without keywords outside type/description/properties/required/items/enum.
 
 Control (never logged):
     GET  /_control/log       the request log (method, path, prefix, query, headers, body)
-    GET  /_control/stats     counters: exchanges, refreshes, load, onboard, generate
+    GET  /_control/stats     counters: exchanges, refreshes, load, onboard, generate, count
     POST /_control/config    merge settings: mode, onboard_polls, project, expires_in,
                              token_delay, reply
     POST /_control/script    queue [{"match": "substring of the path", "status": 429,
@@ -80,6 +82,7 @@ REQUEST_KEYS = {
     "session_id",
     "sessionId",
 }
+COUNT_KEYS = {"model", "contents"}
 PORTABLE_SCHEMA_KEYS = {"type", "description", "properties", "required", "items", "enum"}
 STATUSES = {
     400: "INVALID_ARGUMENT",
@@ -121,7 +124,14 @@ class FakeGoogle:
     def reset(self) -> None:
         self.config = dict(DEFAULT_CONFIG)
         self.log: list[dict[str, Any]] = []
-        self.stats = {"exchanges": 0, "refreshes": 0, "load": 0, "onboard": 0, "generate": 0}
+        self.stats = {
+            "exchanges": 0,
+            "refreshes": 0,
+            "load": 0,
+            "onboard": 0,
+            "generate": 0,
+            "count": 0,
+        }
         self.script: list[dict[str, Any]] = []
         self.codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: set[str] = set()
@@ -327,8 +337,38 @@ class FakeGoogle:
                 await self.stream_sse(conn, body)
             else:
                 await conn.send_json(200, [self.wrap(c) for c in self.chunks(body)])
+        elif method == "countTokens":
+            await conn.send_json(*self.count_tokens(body))
         else:
             await conn.send_json(404, google_error(404, f"Method not found: {method}"))
+
+    def count_tokens(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """`{request: {model: "models/<m>", contents}}`, as gemini-cli sends it, answered
+        with `totalTokens`: 1 per 4 characters of each text, call and response, 258 per
+        inline blob. `thought` parts are rejected (gemini-cli rewrites them first)."""
+        request = body.get("request")
+        unknown = sorted(set(body) - {"request"}) or sorted(set(request or {}) - COUNT_KEYS)
+        if unknown or not isinstance(request, dict):
+            name = unknown[0] if unknown else "request"
+            return 400, google_error(
+                400, f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.'
+            )
+        model = request.get("model")
+        if not isinstance(model, str) or not model.startswith("models/"):
+            return 400, google_error(400, "CountTokensRequest.model: unexpected model name format")
+        self.stats["count"] += 1
+        total = 0
+        for content in request.get("contents") or []:
+            for part in content.get("parts") or []:
+                if "thought" in part:
+                    return 400, google_error(400, "Invalid JSON payload: unexpected thought part")
+                if "inlineData" in part:
+                    total += 258
+                for key in ("text", "functionCall", "functionResponse"):
+                    if key in part:
+                        value = part[key] if key == "text" else json.dumps(part[key])
+                        total += -(-len(value) // 4)
+        return 200, {"totalTokens": total}
 
     def load_code_assist(self) -> dict[str, Any]:
         free = {"id": "free-tier", "name": "Gemini Code Assist for individuals", "isDefault": True}
