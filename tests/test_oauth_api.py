@@ -3,6 +3,10 @@ either way the instance goes live without a restart."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
@@ -84,7 +88,62 @@ def test_sign_in_from_the_admin_api(gateway):
         status = httpx.get(status_url, headers={"authorization": f"Bearer {ADMIN}"}).json()
         if status["status"] in ("done", "failed"):
             break
-        __import__("time").sleep(0.1)
+        time.sleep(0.1)
     assert status["status"] == "done", status
     assert instance_state(gateway)["configured"] is True
     assert ask(gateway, "after sign-in").status_code == 200
+
+
+def test_credentials_written_while_the_gateway_runs_bring_the_instance_live(
+    gateway, google, tmp_path
+):
+    """`router oauth` (a separate process, see test_gemini_oauth::test_cli_sign_in) only
+    writes the credentials file; the running gateway notices it appear."""
+    assert instance_state(gateway)["configured"] is False
+    assert ask(gateway, "before").status_code == 503
+    google.write_credentials(tmp_path / "configs/gemini/oauth_creds.json")
+    wait_until(lambda: instance_state(gateway)["configured"], 5.0)
+    answer = ask(gateway, "after the cli")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"].startswith("echo: after the cli")
+
+
+def test_an_upload_reaches_every_worker(google, tmp_path, start_gateway):
+    """Health and plans live per worker process; an upload lands on one worker, and the
+    others follow because the credentials file appeared."""
+    write_config(tmp_path, google, "gem-1")
+    gateway = start_gateway(tmp_path, env={"ADMIN_API_KEY": ADMIN}, workers=2)
+    configured: dict[int, bool] = {}
+
+    def both_workers(configured_now: bool) -> Callable[[], bool]:
+        def seen() -> bool:
+            # a burst of fresh connections, so the kernel hands some to each worker
+            with ThreadPoolExecutor(8) as pool:
+                states = list(pool.map(lambda _: worker_state(gateway), range(8)))
+            for worker, state in states:
+                configured[worker] = state["configured"]
+            return len(configured) == 2 and all(v is configured_now for v in configured.values())
+
+        return seen
+
+    wait_until(both_workers(False), 15.0, lambda: configured)  # both up, neither signed in
+    response = httpx.post(
+        gateway.url + "/api/upload-oauth-credentials",
+        json={"provider": "gemini-cli-oauth", "credentials": google.sign_in()},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    )
+    assert response.status_code == 200, response.text
+    wait_until(both_workers(True), 15.0, lambda: configured)
+
+
+def worker_state(gateway) -> tuple[int, dict]:
+    response = httpx.get(gateway.url + "/provider_health", headers={"connection": "close"})
+    document = response.json()
+    return document["worker"], document["providers"]["gemini-cli-oauth"]["instances"][0]
+
+
+def wait_until(condition, timeout: float, seen=lambda: None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met in time; seen: {seen()}"
+        time.sleep(0.1)

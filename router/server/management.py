@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -124,7 +125,13 @@ def provider_health_document(plan: Plan) -> dict[str, Any]:
             },
             "instances": [_instance_view(provider, i) for i in provider.instances],
         }
-    return {"generation": plan.generation, "time": time.time(), "providers": providers}
+    # health is kept per worker process: say which one answered
+    return {
+        "generation": plan.generation,
+        "worker": os.getpid(),
+        "time": time.time(),
+        "providers": providers,
+    }
 
 
 @get("/provider_health")

@@ -3,7 +3,10 @@ and SIGHUP touch, so every Granian worker recompiles and converges on one genera
 
 Besides file events, the watcher compares a fingerprint (name, mtime, size) of the
 watched files once a second, so an edit made while a worker was still starting, or an
-event the OS dropped, is still picked up."""
+event the OS dropped, is still picked up. It also notices an instance's OAuth credentials
+file appearing or disappearing (a sign-in by `router oauth`, an upload to another worker),
+since that decides whether the instance is configured; token refreshes rewrite the file
+but do not change whether it exists, so they cause no reload."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from watchfiles import awatch
 
+from router.compiler.plan import Plan
 from router.server.state import PlanHolder
 
 log = logging.getLogger("router.reload")
@@ -61,6 +65,24 @@ def fingerprint(config_dir: str | None) -> Fingerprint:
     return tuple(stamps)
 
 
+def credentials_news(plan: Plan | None) -> tuple[tuple[str, bool], ...]:
+    """Credentials files whose existence the Plan has wrong (it was compiled before the
+    file appeared, or after it was removed), with whether they exist now."""
+    if plan is None:
+        return ()
+    news = []
+    for provider in plan.providers.values():
+        for instance in provider.instances:
+            path = instance.options.get("credentials")
+            if path is None:
+                continue
+            missing = any(reason.startswith("file:") for reason in instance.unconfigured)
+            exists = os.path.exists(str(path))
+            if exists == missing:
+                news.append((str(path), exists))
+    return tuple(sorted(news))
+
+
 async def watch(holder: PlanHolder, stop: asyncio.Event, *, config: bool = True) -> None:
     """Reload on changes to the config dir (when `config`) and on the shared trigger."""
     watched_dir = holder.config_dir if config else None
@@ -73,6 +95,7 @@ async def watch(holder: PlanHolder, stop: asyncio.Event, *, config: bool = True)
     seen = fingerprint(watched_dir)
     if seen != holder.fingerprint:
         await asyncio.to_thread(holder.reload, seen)
+    tried: tuple[tuple[str, bool], ...] = ()  # credentials news a reload already tried to take in
     try:
         async for _changes in awatch(
             *paths,
@@ -84,8 +107,9 @@ async def watch(holder: PlanHolder, stop: asyncio.Event, *, config: bool = True)
             rust_timeout=POLL_MS,
         ):
             current = fingerprint(watched_dir)
-            if current != seen:
-                seen = current
+            news = credentials_news(holder.plan) if config else ()
+            if current != seen or (news and news != tried):
+                seen, tried = current, news
                 await asyncio.to_thread(holder.reload, current)
     except Exception:  # never let the watcher take the worker down
         log.exception("config watcher stopped")
