@@ -52,12 +52,15 @@ if __name__ == "__main__":
     from granian import Granian
     from granian.constants import Interfaces
 
+    from router.server.serve import event_loop
+
     Granian(
         "floor:app",
         address="127.0.0.1",
         port=int(sys.argv[1]),
         workers=1,
         interface=Interfaces.ASGI,
+        loop=event_loop(),  # ROUTER_LOOP, as for the gateway
         log_access=False,
         working_dir=Path(__file__).parent,
     ).serve()

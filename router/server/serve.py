@@ -8,8 +8,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router.compiler import compile_config
+
+if TYPE_CHECKING:
+    from granian.constants import Loops
 
 log = logging.getLogger("router.serve")
 
@@ -21,6 +25,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def event_loop() -> Loops:
+    """ROUTER_LOOP: `auto` (the default: uvloop when installed, as it is with the
+    package), `uvloop` or `asyncio` (the standard library loop)."""
+    from granian.constants import Loops
+
+    return Loops(os.environ.get("ROUTER_LOOP", "auto"))
 
 
 def main(config_dir: str, host: str, port: int, workers: int) -> int:
@@ -56,6 +68,7 @@ def main(config_dir: str, host: str, port: int, workers: int) -> int:
         port=port,
         workers=workers,
         interface=Interfaces.ASGI,
+        loop=event_loop(),
         log_access=False,
     )
     # SIGHUP would make Granian respawn its workers, and a worker starting on a broken
