@@ -523,3 +523,29 @@ def test_refused_connection_fails_over(gateway, fake_b) -> None:
     state = instance_state(gateway, "refusing", "dead-1")
     assert state["last_error"]["status"] == 502
     assert "unreachable" in state["last_error"]["message"]
+
+
+@pytest.mark.parametrize(("status", "counted"), [(404, 0), (422, 0), (403, 1), (401, 1)])
+def test_rejections_go_back_at_once_and_only_key_faults_count_against_health(
+    gateway, fake_a, fake_b, status, counted
+) -> None:
+    """400/404/422 say the request is wrong: the instance stays healthy. 401/403 say its key
+    is: they count towards max_errors. Neither is retried."""
+    fake_a.script({"status": status, "error_message": f"rejected {status}"})
+    response = post_chat(gateway)
+    assert response.status_code == status
+    assert f"rejected {status}" in response.json()["error"]["message"]
+    assert trace(response) == ("pool", "pool-1", "1")
+    assert fake_b.requests() == []
+    state = instance_state(gateway, "pool", "pool-1")
+    assert state["consecutive_errors"] == counted
+    assert (state["last_error"] or {}).get("status") == (status if counted else None)
+
+
+def test_when_every_attempt_fails_a_503_stays_a_503(gateway, fake_a, fake_b) -> None:
+    fake_a.script({"status": 503})
+    fake_b.script({"status": 503})
+    response = post_chat(gateway)
+    assert response.status_code == 503
+    assert response.json()["error"]["message"].startswith("all upstream attempts failed")
+    assert trace(response) == ("pool", "pool-2", "2")

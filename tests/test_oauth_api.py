@@ -147,3 +147,29 @@ def wait_until(condition, timeout: float, seen=lambda: None) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"condition not met in time; seen: {seen()}"
         time.sleep(0.1)
+
+
+def test_oauth_pools_without_models_advertise_the_adapters_lists(tmp_path, start_gateway):
+    creds = tmp_path / "creds.json"
+    creds.write_text('{"refresh_token": "r"}')
+    (tmp_path / "providers.yaml").write_text(
+        "providers:\n"
+        "  cli: { type: gemini-cli-oauth, instances: [{ id: c1, credentials: creds.json }] }\n"
+        "  ag: { type: gemini-antigravity, instances: [{ id: a1, credentials: creds.json }] }\n"
+    )
+    (tmp_path / "routes.yaml").write_text("default: cli\n")
+    gateway = start_gateway(tmp_path)
+    listed = httpx.get(gateway.url + "/v1/models").json()["data"]
+    ids = {model["id"] for model in listed}
+    assert {"gemini-2.5-flash-lite", "gemini-2.5-pro-preview-06-05", "gemini-3-pro-preview"} <= ids
+    assert {"gemini-claude-opus-4-5-thinking", "gemini-2.5-computer-use-preview-10-2025"} <= ids
+    only_cli = httpx.get(gateway.url + "/cli/v1/models").json()["data"]
+    assert [m["id"] for m in only_cli] == [
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "gemini-2.5-pro",
+        "gemini-2.5-pro-preview-06-05",
+        "gemini-2.5-flash-preview-09-2025",
+        "gemini-3-pro-preview",
+        "gemini-3-flash-preview",
+    ]

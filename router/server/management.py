@@ -14,6 +14,7 @@ from litestar import Request, Response, get, post
 from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret
 from router.protocols import ir, module_for
 from router.providers.base import Call
+from router.providers.registry import advertised_models
 from router.server.auth import check_admin
 from router.server.dispatch import HEALTH, attempt, instances_for, record_failure
 from router.server.errors import error_response
@@ -261,7 +262,7 @@ def _probe_result(
 
 
 def _probe_model(provider: Provider, instance: Instance) -> str | None:
-    for name in (*provider.models, *instance.models):
+    for name in (*advertised_models(provider), *instance.models):
         if not any(c in name for c in "*?[") and instance.serves(name):
             return name
     return "echo" if provider.type == "echo" else None

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from router.compiler.plan import Plan, Provider
 from router.protocols import ir
+from router.providers.registry import advertised_models
 
 
 def protocol_for_list(path: str, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
@@ -31,5 +32,5 @@ def reachable_models(plan: Plan, only: str | None = None) -> list[str]:
     names: dict[str, None] = {}
     for name, provider in sorted(plan.providers.items()):
         if (only is None or name == only) and reachable(provider):
-            names.update(dict.fromkeys(provider.models))
+            names.update(dict.fromkeys(advertised_models(provider)))
     return list(names)
