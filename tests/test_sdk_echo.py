@@ -178,7 +178,15 @@ def test_provider_prefix(shipped_gateway):
 @pytest.mark.parametrize(
     ("path", "check"),
     [
-        ("/nope/v1/chat/completions", lambda b: b["error"]["message"]),
+        (
+            "/nope/v1/chat/completions",
+            lambda b: (
+                set(b) == {"error"}
+                and set(b["error"]) == {"message", "type", "param", "code"}
+                and b["error"]["type"] == "not_found_error"
+                and "nope" in b["error"]["message"]
+            ),
+        ),
         (
             "/nope/v1/messages",
             lambda b: b["type"] == "error" and b["error"]["type"] == "not_found_error",
@@ -193,6 +201,22 @@ def test_unknown_provider_prefix_is_404_in_protocol_shape(shipped_gateway, path,
     response = httpx.post(shipped_gateway.url + path, json=body)
     assert response.status_code == 404
     assert check(response.json())
+
+
+def test_unknown_provider_prefix_through_the_openai_sdk(shipped_gateway):
+    client = openai.OpenAI(base_url=shipped_gateway.url + "/nope/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    error = raised.value
+    assert error.status_code == 404
+    assert error.type == "not_found_error" and error.code == "not_found"
+    assert "nope" in error.message
+    assert error.body == {
+        "message": error.body["message"],
+        "type": "not_found_error",
+        "param": None,
+        "code": "not_found",
+    }
 
 
 @pytest.mark.parametrize(
