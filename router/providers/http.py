@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from http.cookiejar import DefaultCookiePolicy
+from functools import lru_cache
 
 import httpx
 
-from router.providers.transport import AiohttpClient
+from router.providers.transport import AiohttpClient, CookielessClient
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those httpx derives from the request itself.
 _HOP_BY_HOP = frozenset(
@@ -41,7 +41,7 @@ def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
         proxy = None
     client = _clients.get(proxy)
     if client is None:
-        factory = httpx.AsyncClient if _transport() == "httpx" else AiohttpClient
+        factory = CookielessClient if _transport() == "httpx" else AiohttpClient
         client = factory(
             timeout=httpx.Timeout(600.0, connect=10.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
@@ -49,11 +49,15 @@ def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
             proxy=proxy if isinstance(proxy, str) else None,
             follow_redirects=False,
         )
-        # The client is shared by every gateway client, so a cookie one upstream
-        # response set must never ride along on someone else's request: keep none.
-        client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         _clients[proxy] = client
     return client
+
+
+@lru_cache(maxsize=1024)
+def parsed_url(url: str) -> httpx.URL:
+    """An upstream URL, parsed once (httpx.URL is immutable; parsing is a twentieth of
+    a call's cost). Bounded: URLs are per instance and model, not per request."""
+    return httpx.URL(url)
 
 
 def _transport() -> str:

@@ -19,7 +19,7 @@ import msgspec
 
 from router.protocols import ir
 from router.providers.base import Call, IRAdapter, StreamTransformer, WireAdapter
-from router.providers.http import client_for, upstream_headers
+from router.providers.http import client_for, parsed_url, upstream_headers
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 _CONTENT_EVENTS = (
@@ -166,7 +166,7 @@ async def _send(
     client = client_for(call.instance.proxy)
     request = client.build_request(
         "POST",
-        adapter.url(call),
+        parsed_url(adapter.url(call)),
         content=adapter.wrap_body(call),
         headers=upstream_headers(
             adapter.auth_headers(call.instance), call.instance.headers, call.headers, call.stream
