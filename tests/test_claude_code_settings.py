@@ -21,6 +21,13 @@ from tests.routercli import router
 FAKE_CLAUDE = Path(__file__).resolve().parent / "fakes" / "claude"
 
 
+ROUTES = """
+    default: cc-defaults
+    routes:
+      - { name: strict, match: { model: strict-sonnet }, to: cc-defaults, strict: true }
+"""
+
+
 def providers_yaml(root: Path) -> str:
     return f"""
         providers:
@@ -57,7 +64,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "records").mkdir()
     write_config(
         directory / "config",
-        {"providers.yaml": providers_yaml(directory), "routes.yaml": "default: cc-defaults\n"},
+        {"providers.yaml": providers_yaml(directory), "routes.yaml": ROUTES},
     )
     return directory
 
@@ -78,10 +85,13 @@ def records(root: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((root / "records").glob("*.json"))]
 
 
-def ask(gateway: Gateway, pool: str, text: str, timeout: float = 10.0) -> httpx.Response:
+def ask(
+    gateway: Gateway, pool: str, text: str, timeout: float = 10.0, **fields: Any
+) -> httpx.Response:
+    prefix = f"/{pool}" if pool else ""
     return httpx.post(
-        f"{gateway.url}/{pool}/v1/chat/completions",
-        json={"model": "sonnet", "messages": [{"role": "user", "content": text}]},
+        f"{gateway.url}{prefix}/v1/chat/completions",
+        json={"model": "sonnet", "messages": [{"role": "user", "content": text}], **fields},
         timeout=timeout,
     )
 
@@ -159,3 +169,25 @@ def test_check_accepts_the_instance_settings_and_validates_them(root, tmp_path) 
         "providers.yaml:22:24: error: providers.cc-own.instances[0].queue_timeout: "
         "'soon' is not a duration"
     )
+
+
+def test_fields_the_cli_cannot_take_are_reported_or_refused_in_strict_mode(gateway, root):
+    """The CLI has no temperature/top_p/stop: the gateway names them in x-router-dropped,
+    and a strict route (or x-router-strict) refuses the request before starting the CLI."""
+    answered = ask(gateway, "", "hi", temperature=0.2, stop=["x"])
+    assert answered.status_code == 200
+    assert answered.headers["x-router-dropped"] == "stop,temperature"
+    assert len(records(root)) == 1
+
+    refused = ask(gateway, "", "hi", temperature=0.2, model="strict-sonnet")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == (
+        "strict mode: cannot carry temperature to provider cc-defaults"
+    )
+    header = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "sonnet", "messages": [{"role": "user", "content": "x"}], "top_p": 0.5},
+        headers={"x-router-strict": "true"},
+    )
+    assert header.status_code == 400
+    assert len(records(root)) == 1  # neither refused request started the CLI

@@ -70,6 +70,10 @@ class WireAdapter(ABC):
 
 
 class IRAdapter(ABC):
+    def note_dropped(self, request: ir.Request) -> None:  # noqa: B027 - optional hook
+        """Add the request fields this adapter cannot carry to `request.dropped`. Called
+        while the request is prepared, before any attempt, so strict mode can refuse it."""
+
     @abstractmethod
     async def generate(self, call: Call) -> ir.Response: ...
 

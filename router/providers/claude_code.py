@@ -119,6 +119,9 @@ UNSAFE_ARGS = frozenset({
 
 
 class ClaudeCodeAdapter(IRAdapter):
+    def note_dropped(self, request: ir.Request) -> None:
+        note_dropped(request)
+
     async def generate(self, call: Call) -> ir.Response:
         job = Job.for_call(call, stream=False)
         reader = AnswerReader(job.emulation, job.model, job.live_text, job.want_thinking)

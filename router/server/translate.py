@@ -14,6 +14,8 @@ import msgspec
 
 from router.compiler.plan import Pipeline, Plan, Provider, Resolution, Target
 from router.protocols import ir, module_for
+from router.providers.base import IRAdapter
+from router.providers.registry import adapter_for
 from router.server import signatures
 from router.server.images import inline_image_urls
 
@@ -102,6 +104,9 @@ async def prepare(
     if provider.protocol == "gemini":
         signatures.restore(request)  # thought signatures a non-Gemini client could not keep
     if provider.protocol == "ir":
+        adapter = adapter_for(provider)
+        if isinstance(adapter, IRAdapter):
+            adapter.note_dropped(request)  # before the strict check, not at call time
         return Prepared(model, False, request=request, headers=headers, dropped=request.dropped)
     upstream = module_for(provider.protocol)
     if not upstream.ACCEPTS_IMAGE_URLS:
