@@ -30,24 +30,21 @@ ROUTES = """
 
 def providers_yaml(root: Path) -> str:
     return f"""
+        x-pool-options: &pool-options
+          command: "{FAKE_CLAUDE}"
+          max_turns: 5
+          queue_timeout: 20s
+          runtime_dir: "{root / "pool-runtime"}"
         providers:
           cc-defaults:
             type: claudeCode-custom
-            options:
-              command: "{FAKE_CLAUDE}"
-              max_turns: 5
-              queue_timeout: 20s
-              runtime_dir: "{root / "pool-runtime"}"
+            options: *pool-options
             instances:
               - id: cc-inherits
                 env: {{ FAKE_CLAUDE_LOG: "{root / "records"}" }}
           cc-own:
             type: claudeCode-custom
-            options:
-              command: "{FAKE_CLAUDE}"
-              max_turns: 5
-              queue_timeout: 20s
-              runtime_dir: "{root / "pool-runtime"}"
+            options: *pool-options
             instances:
               - id: cc-overrides
                 max_turns: 3
@@ -161,14 +158,14 @@ def test_check_accepts_the_instance_settings_and_validates_them(root, tmp_path) 
     broken = write_config(tmp_path, {"providers.yaml": text, "routes.yaml": "default: cc-own\n"})
     result = router("check", "--config-dir", str(broken))
     assert result.code == 1
-    lines = result.stdout.splitlines()
-    assert lines[0] == (
-        "providers.yaml:6:18: error: providers.cc-defaults.options.max_turns: 0 must be at least 1"
-    )
-    assert lines[1].startswith(
-        "providers.yaml:22:24: error: providers.cc-own.instances[0].queue_timeout: "
-        "'soon' is not a duration"
-    )
+    # a shared (anchored) value is reported where it is written, once per pool using it
+    assert result.stdout.splitlines() == [
+        "providers.yaml:3:14: error: providers.cc-defaults.options.max_turns: 0 must be at least 1",
+        "providers.yaml:3:14: error: providers.cc-own.options.max_turns: 0 must be at least 1",
+        "providers.yaml:19:24: error: providers.cc-own.instances[0].queue_timeout: 'soon' is "
+        "not a duration (use e.g. 500ms, 60s, 5m, 1h, or a number of seconds)",
+        "3 errors, 0 warnings",
+    ]
 
 
 def test_fields_the_cli_cannot_take_are_reported_or_refused_in_strict_mode(gateway, root):
