@@ -13,6 +13,7 @@ from router.protocols import ir
 from router.providers.http import close_all
 from router.server import endpoints, management, oauth_routes
 from router.server.errors import error_response, protocol_for_path
+from router.server.fastpath import FastPath
 from router.server.reload import fingerprint, watch
 from router.server.state import PlanHolder
 
@@ -35,7 +36,11 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(protocol, ir.Error(500, "api_error", "internal gateway error"))
 
 
-def create_app(config_dir: str | None = None, *, watch_config: bool | None = None) -> Litestar:
+def create_app(
+    config_dir: str | None = None, *, watch_config: bool | None = None
+) -> FastPath | Litestar:
+    """The worker's ASGI app: the fast path for the generating endpoints in front of the
+    Litestar app (ROUTER_FASTPATH=0: Litestar alone, which serves them the same way)."""
     config_dir = config_dir or os.environ.get("ROUTER_CONFIG_DIR", ".")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call otherwise
     if watch_config is None:
@@ -65,4 +70,6 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
         debug=False,
     )
     app.state.holder = holder
-    return app
+    if os.environ.get("ROUTER_FASTPATH", "1") == "0":
+        return app
+    return FastPath(app, holder, max_body)

@@ -320,7 +320,7 @@ async def attempt(
 WATCH_DISCONNECT_AFTER = 0.2  # seconds
 
 
-class _DisconnectWatch:
+class DisconnectWatch:
     """Waits for the ASGI `http.disconnect` and then cancels the request's task."""
 
     def __init__(self, task: asyncio.Task[Any], receive: Receive) -> None:
@@ -352,7 +352,7 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     when the next ASGI message can only be `http.disconnect`."""
     task = asyncio.current_task()
     assert task is not None
-    watch = _DisconnectWatch(task, receive)
+    watch = DisconnectWatch(task, receive)
     timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER, watch.start)
     try:
         return await work
@@ -368,6 +368,7 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
 __all__ = [
     "HEALTH",
     "ClientGone",
+    "DisconnectWatch",
     "Exhausted",
     "Outcome",
     "PrimedStream",

@@ -4,7 +4,9 @@ They authenticate, decode the body, hand over to the dispatcher and shape the re
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -16,8 +18,15 @@ from router.protocols import ir, module_for
 from router.server import models
 from router.server.auth import check_client
 from router.server.counting import count_body, count_tokens
-from router.server.dispatch import ClientGone, Exhausted, Outcome, cancel_on_disconnect, dispatch
-from router.server.errors import error_response
+from router.server.dispatch import (
+    ClientGone,
+    Exhausted,
+    Outcome,
+    Receive,
+    cancel_on_disconnect,
+    dispatch,
+)
+from router.server.errors import error_parts, error_response
 from router.server.state import PlanHolder
 from router.server.translate import Inbound
 
@@ -29,24 +38,35 @@ def _holder(request: Request) -> PlanHolder:
     return request.app.state.holder
 
 
-def _plan(request: Request) -> Plan:
-    plan = _holder(request).plan
+def current_plan(holder: PlanHolder) -> Plan:
+    plan = holder.plan
     if plan is None:
         raise ir.Error(503, "unavailable", "no valid configuration loaded")
     return plan
+
+
+def _plan(request: Request) -> Plan:
+    return current_plan(_holder(request))
 
 
 def _headers(request: Request) -> dict[str, str]:
     return {name.lower(): value for name, value in request.headers.items()}
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _raw_body(request: Request) -> bytes:
     try:
-        raw = await request.body()
+        return await request.body()
     except HTTPException as exc:
         if exc.status_code == 413:
-            raise ir.Error(413, "request_too_large", "request body too large") from None
+            raise too_large() from None
         raise ir.Error(exc.status_code, "invalid_request", str(exc.detail)) from None
+
+
+def too_large() -> ir.Error:
+    return ir.Error(413, "request_too_large", "request body too large")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = _decode(raw)
     except msgspec.DecodeError as exc:
@@ -54,6 +74,10 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ir.Error(400, "invalid_request", "request body must be a JSON object")
     return body
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    return json_object(await _raw_body(request))
 
 
 def _model_and_stream(protocol: str, body: dict[str, Any]) -> tuple[str, bool]:
@@ -66,18 +90,43 @@ def _model_and_stream(protocol: str, body: dict[str, Any]) -> tuple[str, bool]:
     return model, stream
 
 
-async def _serve(request: Request, protocol: str, provider: str | None, gemini: str | None = None):
-    started = time.perf_counter()
+@dataclass(slots=True)
+class Reply:
+    """What goes back to the client, whichever front (Litestar or the fast path) sends it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to a generating endpoint, as the front read it."""
+
+    protocol: str
+    provider: str | None  # the /{provider}/ path prefix
+    gemini: str | None  # Gemini's `{model}:{action}` path segment
+    headers: dict[str, str]  # lower-case names
+    query: dict[str, str]
+    read_body: Callable[[], Awaitable[bytes]]  # raises ir.Error (413...)
+    receive: Receive  # the ASGI receive, to notice a disconnect
+    started: float  # perf_counter() when the request reached the gateway
+
+
+async def serve(holder: PlanHolder, call: Call) -> Reply:
+    """Stages 2-8 of one request: auth, body, dispatch; the reply or the error, in the
+    client's protocol."""
+    protocol, headers, query = call.protocol, call.headers, call.query
     try:
-        plan = _plan(request)
-        headers = _headers(request)
-        query = dict(request.query_params)
+        plan = current_plan(holder)
         check_client(plan.auth.api_keys, headers, query)
-        body = await _json_body(request)
-        if gemini is None:
+        body = json_object(await call.read_body())
+        if call.gemini is None:
             model, stream = _model_and_stream(protocol, body)
         else:
-            model, stream = _gemini_action(gemini)
+            model, stream = _gemini_action(call.gemini)
         inbound = Inbound(
             protocol=protocol,
             body=body,
@@ -85,18 +134,48 @@ async def _serve(request: Request, protocol: str, provider: str | None, gemini: 
             query=query,
             model=model,
             stream=stream,
-            path_provider=provider,
+            path_provider=call.provider,
             gemini_sse=query.get("alt") == "sse",
             strict=headers.get("x-router-strict", "").lower() in ("1", "true", "yes"),
         )
-        outcome = await cancel_on_disconnect(request.receive, dispatch(plan, inbound))
+        outcome = await cancel_on_disconnect(call.receive, dispatch(plan, inbound))
     except ir.Error as error:
-        return error_response(protocol, error)
+        return _error_reply(protocol, error)
     except Exhausted as exhausted:
-        return error_response(protocol, exhausted.error, exhausted.headers)
+        return _error_reply(protocol, exhausted.error, exhausted.headers)
     except ClientGone:
-        return Response(b"", status_code=499)
-    return _reply(outcome, started)
+        return Reply(499, {})
+    return _reply(outcome, call.started)
+
+
+def _error_reply(protocol: str, error: ir.Error, headers: dict[str, str] | None = None) -> Reply:
+    status, body, out = error_parts(protocol, error, headers)
+    return Reply(status, out, body)
+
+
+async def _serve(request: Request, protocol: str, provider: str | None, gemini: str | None = None):
+    started = time.perf_counter()
+    call = Call(
+        protocol=protocol,
+        provider=provider,
+        gemini=gemini,
+        headers=_headers(request),
+        query=dict(request.query_params),
+        read_body=lambda: _raw_body(request),
+        receive=request.receive,
+        started=started,
+    )
+    reply = await serve(_holder(request), call)
+    if reply.stream is not None:
+        return Stream(
+            reply.stream,
+            status_code=reply.status,
+            media_type=reply.media_type,
+            headers=reply.headers,
+        )
+    return Response(
+        reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers
+    )
 
 
 def _gemini_action(model_action: str) -> tuple[str, bool]:
@@ -108,20 +187,14 @@ def _gemini_action(model_action: str) -> tuple[str, bool]:
     raise ir.Error(404, "not_found", f"unknown method :{action}")
 
 
-def _reply(outcome: Outcome, started: float) -> Response:
+def _reply(outcome: Outcome, started: float) -> Reply:
     overhead = (time.perf_counter() - started - outcome.upstream_seconds) * 1000
     outcome.headers["x-router-overhead-ms"] = f"{max(overhead, 0.0):.3f}"
     if outcome.stream is not None:
         outcome.headers["cache-control"] = "no-cache"
-        return Stream(
-            outcome.stream, status_code=200, media_type=outcome.media_type, headers=outcome.headers
-        )
-    return Response(
-        outcome.body,
-        status_code=outcome.status,
-        media_type=outcome.media_type,
-        headers=outcome.headers,
-    )
+        stream = cast("AsyncIterator[bytes]", outcome.stream)
+        return Reply(200, outcome.headers, stream=stream, media_type=outcome.media_type)
+    return Reply(outcome.status, outcome.headers, outcome.body, media_type=outcome.media_type)
 
 
 @post(["/v1/chat/completions", "/{provider:str}/v1/chat/completions"], status_code=200)

@@ -23,12 +23,20 @@ def protocol_for_path(path: str, headers: dict[str, str] | None = None) -> str:
     return "openai-chat"
 
 
-def error_response(
+def error_parts(
     protocol: str, error: ir.Error, headers: dict[str, str] | None = None
-) -> Response:
+) -> tuple[int, bytes, dict[str, str]]:
+    """Status, JSON body and headers of `error` in `protocol`'s shape."""
     body = module_for(protocol).error_body(error)
     out = dict(headers or {})
     if error.retry_after is not None:
         out["retry-after"] = str(int(error.retry_after + 0.999))
     status = error.status if 400 <= error.status < 600 else 500
-    return Response(_encode(body), status_code=status, media_type="application/json", headers=out)
+    return status, _encode(body), out
+
+
+def error_response(
+    protocol: str, error: ir.Error, headers: dict[str, str] | None = None
+) -> Response:
+    status, body, out = error_parts(protocol, error, headers)
+    return Response(body, status_code=status, media_type="application/json", headers=out)
