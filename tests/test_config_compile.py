@@ -18,6 +18,7 @@ SECRETS = {
     "OPS_KEY": "ops-key-secret",
     "ANTIGRAVITY_SECRET": "antigravity-secret",
     "UPSTREAM_KEY": "upstream-key-secret",
+    "PROXY_PASSWORD": "proxy-password-secret",
 }
 
 

@@ -309,12 +309,22 @@ def proxied_gateway(fake, proxies, tmp_path_factory) -> Iterator[Gateway]:
                   direct:
                     type: openai-custom
                     instances: [{{ id: direct-1, base_url: "{fake.url}/v1", proxy: false }}]
+                  pool-explicit:
+                    type: openai-custom
+                    proxy: "{explicit.url}"
+                    instances: [{{ id: pool-1, base_url: "{fake.url}/v1" }}]
+                  pool-explicit-but-direct:
+                    type: openai-custom
+                    proxy: "{explicit.url}"
+                    instances: [{{ id: own-1, base_url: "{fake.url}/v1", proxy: false }}]
             """,
             "routes.yaml": """
                 default: via-system
                 routes:
                   - { name: explicit, match: { model: explicit }, to: via-explicit }
                   - { name: direct, match: { model: direct }, to: direct }
+                  - { name: pool, match: { model: pool }, to: pool-explicit }
+                  - { name: own, match: { model: own }, to: pool-explicit-but-direct }
             """,
         },
     )
@@ -325,9 +335,17 @@ def proxied_gateway(fake, proxies, tmp_path_factory) -> Iterator[Gateway]:
 
 @pytest.mark.parametrize(
     ("model", "through"),
-    [("system", "system"), ("explicit", "explicit"), ("direct", None)],
+    [
+        ("system", "system"),
+        ("explicit", "explicit"),
+        ("direct", None),
+        ("pool", "explicit"),  # the pool's proxy is its instances' default
+        ("own", None),  # an instance's own setting wins over the pool's
+    ],
 )
-def test_proxy_setting_per_instance(proxied_gateway, proxies, fake, model, through) -> None:
+def test_proxy_setting_per_instance_and_pool(
+    proxied_gateway, proxies, fake, model, through
+) -> None:
     system, explicit = proxies
     system.reset()
     explicit.reset()

@@ -26,6 +26,7 @@ from router.compiler.plan import (
     Secret,
     Step,
     Target,
+    redact_url,
 )
 
 MASK = "***"
@@ -41,6 +42,12 @@ class Collector:
     def secret(self, value: Any) -> str:
         self.secrets.append(value.value if isinstance(value, Secret) else str(value))
         return MASK
+
+    def url(self, value: str) -> str:
+        shown = redact_url(value)
+        if shown != value:
+            self.secrets.append(value)
+        return shown
 
     def masked(self, mapping: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -140,14 +147,18 @@ def _provider(provider: Provider, config_dir: str, c: Collector) -> dict[str, An
 def _instance(instance: Instance, config_dir: str, c: Collector) -> dict[str, Any]:
     out: dict[str, Any] = {"id": instance.id, "enabled": instance.enabled}
     if instance.base_url is not None:
-        out["base_url"] = instance.base_url
+        out["base_url"] = c.url(instance.base_url)
     if instance.api_key is not None:
         out["api_key"] = c.secret(instance.api_key)
     out["headers"] = c.masked(instance.headers)
     out["models"] = list(instance.models)
     out["exclude_models"] = list(instance.exclude_models)
     out["proxy"] = (
-        "system" if instance.proxy is None else "off" if instance.proxy is False else instance.proxy
+        "system"
+        if instance.proxy is None
+        else "off"
+        if instance.proxy is False
+        else c.url(instance.proxy)
     )
     options: dict[str, Any] = {}
     for key, value in sorted(instance.options.items()):

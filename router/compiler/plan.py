@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from router.protocols import ir
 
@@ -43,6 +44,22 @@ class Secret:
 
 
 SECRET_NAME = re.compile(r"(?i)authorization|api[-_]?key|token|secret|password|cookie|credential")
+
+
+def redact_url(url: str) -> str:
+    """A URL without its password and without secret-looking query values."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = urlencode(
+        [
+            (k, "***" if SECRET_NAME.search(k) or k == "key" else v)
+            for k, v in parse_qsl(parts.query)
+        ]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Redacted(dict):  # type: ignore[type-arg]

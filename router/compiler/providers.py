@@ -90,7 +90,8 @@ def _provider(
     for index, raw in enumerate(raw_instances):
         instance_path = (*path, "instances", index)
         if loaded.usable(instance_path):
-            instances.append(_instance(ctx, loaded, name, kind, raw, instance_path))
+            instance = _instance(ctx, loaded, name, kind, raw, instance_path, spec.get("proxy"))
+            instances.append(instance)
     health = spec.get("health") or {}
     timeout = spec.get("timeout")
     first_token = spec.get("first_token_timeout")
@@ -111,7 +112,13 @@ def _provider(
 
 
 def _instance(
-    ctx: Context, loaded: LoadedFile, provider: str, kind: str, raw: dict[str, Any], path: DataPath
+    ctx: Context,
+    loaded: LoadedFile,
+    provider: str,
+    kind: str,
+    raw: dict[str, Any],
+    path: DataPath,
+    pool_proxy: str | bool | None,
 ) -> Instance:
     instance_id = raw["id"]
     first = ctx.instance_ids.get(instance_id)
@@ -172,7 +179,7 @@ def _instance(
 
     models = _globs(loaded, raw.get("models") or (), (*path, "models"))
     excluded = _globs(loaded, raw.get("exclude_models") or (), (*path, "exclude_models"))
-    proxy = raw.get("proxy")
+    proxy = raw.get("proxy", pool_proxy)
     headers = {k: text(v) for k, v in (raw.get("headers") or {}).items()}
     return Instance(
         id=instance_id,

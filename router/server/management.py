@@ -6,12 +6,11 @@ import asyncio
 import os
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from litestar import Request, Response, get, post
 
-from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret
+from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret, redact_url
 from router.protocols import ir, module_for
 from router.providers.base import Call
 from router.providers.registry import advertised_models
@@ -96,22 +95,6 @@ def redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
-
-
-def redact_url(url: str) -> str:
-    """A URL without its password and without secret-looking query values."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = urlencode(
-        [
-            (k, "***" if SECRET_NAME.search(k) or k == "key" else v)
-            for k, v in parse_qsl(parts.query)
-        ]
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def provider_health_document(plan: Plan) -> dict[str, Any]:
