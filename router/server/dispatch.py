@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from router.compiler.plan import Instance, Plan, Provider, Route, Target
@@ -39,7 +39,14 @@ from router.server.translate import (
     resolve,
     to_ir,
 )
-from router.server.upstream import Answer, AttemptFailed, PrimedStream, call_ir, call_wire
+from router.server.upstream import (
+    Answer,
+    AttemptFailed,
+    PrimedStream,
+    call_ir,
+    call_wire,
+    upstream_wait,
+)
 
 log = logging.getLogger("router.dispatch")
 
@@ -63,8 +70,6 @@ class Outcome:
     body: bytes = b""
     stream: object = None  # AsyncIterator[bytes] when streaming
     media_type: str = "application/json"
-    upstream_seconds: float = 0.0
-    started: float = field(default_factory=time.perf_counter)
 
 
 class Exhausted(Exception):
@@ -170,7 +175,6 @@ class _Run:
         self.provider, self.instance = provider.name, instance.id
         health = HEALTH.of(provider.name, instance.id)
         health.begin(provider.health, time.time())
-        started = time.perf_counter()
         try:
             result = await _attempt(provider, instance, prepared, self.inbound, self.route)
             outcome = respond.build(
@@ -182,7 +186,6 @@ class _Run:
         except BaseException:
             health.release()
             raise
-        outcome.upstream_seconds = time.perf_counter() - started
         outcome.headers.update(self.headers())
         if prepared.dropped:
             outcome.headers["x-router-dropped"] = ",".join(sorted(set(prepared.dropped)))
@@ -214,7 +217,9 @@ class _Run:
         if waitable is None or waitable.retry_after > RETRY_AFTER_WAIT_MAX or self.spent:
             return None
         self.waitable = None
-        await asyncio.sleep(waitable.retry_after)
+        started = time.perf_counter()
+        await asyncio.sleep(waitable.retry_after)  # the upstream's wait, not the gateway's
+        upstream_wait().since(started)
         return await self._try(
             waitable.target, waitable.provider, waitable.instance, waitable.prepared
         )
@@ -252,11 +257,8 @@ def record_failure(health: InstanceHealth, provider: Provider, failure: AttemptF
 
 
 async def dispatch(plan: Plan, inbound: Inbound) -> Outcome:
-    started = time.perf_counter()
     resolution = resolve(plan, inbound)
-    outcome = await _Run(plan, inbound, resolution.route).walk()
-    outcome.started = started
-    return outcome
+    return await _Run(plan, inbound, resolution.route).walk()
 
 
 def instances_for(provider: Provider, model: str) -> list[Instance]:

@@ -29,6 +29,7 @@ from router.server.dispatch import (
 from router.server.errors import error_parts, error_response
 from router.server.state import PlanHolder
 from router.server.translate import Inbound
+from router.server.upstream import UPSTREAM_WAIT, Stopwatch
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -117,7 +118,19 @@ class Call:
 
 async def serve(holder: PlanHolder, call: Call) -> Reply:
     """Stages 2-8 of one request: auth, body, dispatch; the reply or the error, in the
-    client's protocol."""
+    client's protocol, with x-router-overhead-ms."""
+    wait = Stopwatch()
+    token = UPSTREAM_WAIT.set(wait)
+    try:
+        reply = await _serve_call(holder, call)
+    finally:
+        UPSTREAM_WAIT.reset(token)
+    overhead = (time.perf_counter() - call.started - wait.seconds) * 1000
+    reply.headers["x-router-overhead-ms"] = f"{max(overhead, 0.0):.3f}"
+    return reply
+
+
+async def _serve_call(holder: PlanHolder, call: Call) -> Reply:
     protocol, headers, query = call.protocol, call.headers, call.query
     try:
         plan = current_plan(holder)
@@ -145,7 +158,7 @@ async def serve(holder: PlanHolder, call: Call) -> Reply:
         return _error_reply(protocol, exhausted.error, exhausted.headers)
     except ClientGone:
         return Reply(499, {})
-    return _reply(outcome, call.started)
+    return _reply(outcome)
 
 
 def _error_reply(protocol: str, error: ir.Error, headers: dict[str, str] | None = None) -> Reply:
@@ -187,9 +200,7 @@ def _gemini_action(model_action: str) -> tuple[str, bool]:
     raise ir.Error(404, "not_found", f"unknown method :{action}")
 
 
-def _reply(outcome: Outcome, started: float) -> Reply:
-    overhead = (time.perf_counter() - started - outcome.upstream_seconds) * 1000
-    outcome.headers["x-router-overhead-ms"] = f"{max(overhead, 0.0):.3f}"
+def _reply(outcome: Outcome) -> Reply:
     if outcome.stream is not None:
         outcome.headers["cache-control"] = "no-cache"
         stream = cast("AsyncIterator[bytes]", outcome.stream)

@@ -23,6 +23,7 @@ from router.server.dispatch import DisconnectWatch
 from router.server.endpoints import Call, Reply, serve, too_large
 from router.server.errors import error_parts
 from router.server.state import PlanHolder
+from router.server.upstream import UPSTREAM_WAIT, Stopwatch
 
 log = logging.getLogger("router.fastpath")
 
@@ -152,6 +153,23 @@ async def _send_stream(stream: AsyncIterator[bytes], receive: Receive, send: Sen
             await aclose()
 
 
+def _with_overhead(send: Send, started: float, wait: Stopwatch) -> Send:
+    """`send` adding x-router-overhead-ms to a response Litestar serves (model lists,
+    management, count_tokens...), less what went through `upstream` (health checks)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            seconds = max(time.perf_counter() - started - wait.seconds, 0.0)
+            overhead = f"{seconds * 1000:.3f}".encode()
+            message["headers"] = [*message.get("headers", ()), (_OVERHEAD, overhead)]
+        await send(message)
+
+    return sending
+
+
+_OVERHEAD = b"x-router-overhead-ms"
+
+
 class FastPath:
     """The ASGI app Granian runs: hot POSTs here, the rest to `app` (Litestar)."""
 
@@ -164,11 +182,18 @@ class FastPath:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] == "POST":
             found = match(scope["path"])
             if found is not None:
                 return await self._serve(scope, receive, send, *found)
-        return await self.app(scope, receive, send)
+        wait = Stopwatch()
+        token = UPSTREAM_WAIT.set(wait)
+        try:
+            await self.app(scope, receive, _with_overhead(send, time.perf_counter(), wait))
+        finally:
+            UPSTREAM_WAIT.reset(token)
 
     async def _serve(
         self,

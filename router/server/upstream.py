@@ -9,7 +9,9 @@ content event. Both are loop-time deadlines, so a slow trickle cannot stretch th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -30,6 +32,29 @@ _CONTENT_EVENTS = (
     ir.Finish,
 )
 _CONNECT_TIMEOUT = 10.0
+_now = time.perf_counter
+
+
+class Stopwatch:
+    """The time one request spent waiting on upstreams (every attempt's request, answer
+    or first stream event, and credential refreshes): what x-router-overhead-ms leaves
+    out. Set per request in UPSTREAM_WAIT by the endpoint."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def since(self, started: float) -> None:
+        self.seconds += _now() - started
+
+
+UPSTREAM_WAIT: ContextVar[Stopwatch | None] = ContextVar("upstream_wait", default=None)
+
+
+def upstream_wait() -> Stopwatch:
+    """This request's stopwatch (a throwaway one outside a request: health checks)."""
+    return UPSTREAM_WAIT.get() or Stopwatch()
 
 
 class AttemptFailed(Exception):
@@ -118,10 +143,13 @@ async def call_wire(
     first_token_timeout: float | None,
     retry_on: frozenset[int | str],
 ) -> Answer | PrimedStream:
+    started = _now()
     try:
         await adapter.prepare(call)
     except ir.Error as error:  # credentials or project discovery: this instance only
         raise AttemptFailed(error, True) from None
+    finally:
+        upstream_wait().since(started)
     limits = Deadlines.start(timeout, first_token_timeout, call.stream)
     response = await _send_until_accepted(adapter, call, upstream, timeout, limits, retry_on)
     if not call.stream:
@@ -173,6 +201,7 @@ async def _send(
         ),
         timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT)),
     )
+    started = _now()
     try:
         async with asyncio.timeout_at(deadline):
             return await client.send(request, stream=True)
@@ -180,9 +209,12 @@ async def _send(
         raise _timed_out("no response") from None
     except httpx.HTTPError as exc:
         raise _unreachable(exc) from None
+    finally:
+        upstream_wait().since(started)
 
 
 async def _read(response: httpx.Response, deadline: float) -> bytes:
+    started = _now()
     try:
         async with asyncio.timeout_at(deadline):
             return await response.aread()
@@ -192,6 +224,7 @@ async def _read(response: httpx.Response, deadline: float) -> bytes:
         raise AttemptFailed(ir.Error(502, "bad_gateway", f"upstream failed: {exc}"), True) from None
     finally:
         await response.aclose()
+        upstream_wait().since(started)
 
 
 async def _prime_wire_stream(
@@ -208,10 +241,15 @@ async def _prime_wire_stream(
         chunks = _transformed(chunks, transformer)
     head_raw: list[bytes] = []
     head_events: list[ir.Event] = []
+    wait = upstream_wait()
     try:
         while True:
-            async with asyncio.timeout_at(limits.first):
-                chunk = await anext(chunks, None)
+            started = _now()
+            try:
+                async with asyncio.timeout_at(limits.first):
+                    chunk = await anext(chunks, None)
+            finally:
+                wait.since(started)
             events = decoder.feed(chunk) if chunk is not None else decoder.close()
             if chunk is not None:
                 head_raw.append(chunk)
@@ -297,6 +335,8 @@ async def call_ir(
     retry_on: frozenset[int | str] = frozenset(),
 ) -> Answer | PrimedStream:
     limits = Deadlines.start(timeout, first_token_timeout, call.stream)
+    wait = upstream_wait()
+    started = _now()
     if not call.stream:
         try:
             async with asyncio.timeout_at(limits.total):
@@ -305,12 +345,18 @@ async def call_ir(
             raise _timed_out("no answer") from None
         except ir.Error as error:
             raise AttemptFailed(error, status_retryable(error.status, retry_on)) from None
+        finally:
+            wait.since(started)
     stream = adapter.stream(call)
     head: list[ir.Event] = []
     try:
         while True:
-            async with asyncio.timeout_at(limits.first):
-                event = await anext(stream, None)
+            started = _now()
+            try:
+                async with asyncio.timeout_at(limits.first):
+                    event = await anext(stream, None)
+            finally:
+                wait.since(started)
             if event is None:
                 raise AttemptFailed(ir.Error(502, "bad_gateway", "provider stream was empty"), True)
             head.append(event)
