@@ -9,10 +9,13 @@ content event. Both are loop-time deadlines, so a slow trickle cannot stretch th
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC
 from types import ModuleType
 from typing import Any
 
@@ -123,14 +126,26 @@ def _unreachable(exc: Exception) -> AttemptFailed:
     return AttemptFailed(ir.Error(502, "bad_gateway", message), True)
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After (RFC 9110 10.2.3) in seconds from `now`: delay-seconds or an HTTP-date;
+    None when absent or unreadable."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare from LLM APIs, and the circuit covers it
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC by convention
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    return retry_after_seconds(headers.get("retry-after"))
 
 
 async def call_wire(
