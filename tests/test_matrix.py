@@ -11,6 +11,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -74,8 +75,8 @@ def fake() -> Iterator[FakeUpstream]:
         yield upstream
 
 
-@pytest.fixture(scope="module")
-def gateway(fake, tmp_path_factory) -> Iterator[Gateway]:
+def start_gateway(fake: FakeUpstream, directory: Path) -> Gateway:
+    """The gateway with one pool per upstream protocol (`/up-<name>/...`), all on `fake`."""
     providers = ["providers:"]
     for name, (kind, suffix, _) in UPSTREAMS.items():
         providers += [
@@ -87,11 +88,16 @@ def gateway(fake, tmp_path_factory) -> Iterator[Gateway]:
             f"        base_url: {fake.url}{suffix}",
             "        api_key: ${UPSTREAM_KEY}",
         ]
-    directory = write_config(
-        tmp_path_factory.mktemp("matrix"),
+    write_config(
+        directory,
         {"providers.yaml": "\n".join(providers) + "\n", "routes.yaml": "default: up-chat\n"},
     )
-    gateway = Gateway(directory, env={"UPSTREAM_KEY": "upstream-key"})
+    return Gateway(directory, env={"UPSTREAM_KEY": "upstream-key"})
+
+
+@pytest.fixture(scope="module")
+def gateway(fake, tmp_path_factory) -> Iterator[Gateway]:
+    gateway = start_gateway(fake, tmp_path_factory.mktemp("matrix"))
     yield gateway
     gateway.stop()
 

@@ -457,6 +457,39 @@ def test_build_request_shapes_every_part() -> None:
     assert req.dropped == ["top_k", "seed", "stop"]
 
 
+def test_build_request_error_tool_results_say_so() -> None:
+    """Responses has no error flag on function_call_output: the text carries it (found by
+    tests/test_matrix_reasoning.py, where Anthropic is_error results arrived as plain
+    successes)."""
+    image = ir.Image(media_type="image/png", data="aGk=")
+    results = [
+        ir.ToolResult("c1", "f", [ir.Text("city not found")], is_error=True),
+        ir.ToolResult("c2", "f", [ir.Text("Error: already said")], is_error=True),
+        ir.ToolResult("c3", "f", [], is_error=True),
+        ir.ToolResult("c4", "f", [image], is_error=True),
+        ir.ToolResult("c5", "f", [ir.Text("bad"), image], is_error=True),
+        ir.ToolResult("c6", "f", [ir.Text("fine")]),
+    ]
+    calls = [ir.ToolCall(r.call_id, "f") for r in results]
+    req = ir.Request(
+        "m",
+        messages=[
+            ir.Message("user", [ir.Text("go")]),
+            ir.Message("assistant", list(calls)),
+            ir.Message("user", list(results)),
+        ],
+    )
+    outputs = [
+        item["output"]
+        for item in resp.build_request(req)["input"]
+        if item["type"] == "function_call_output"
+    ]
+    assert outputs[:3] == ["Error: city not found", "Error: already said", "Error"]
+    assert [p.get("text") for p in outputs[3]] == ["Error", None]
+    assert [p.get("text") for p in outputs[4]] == ["Error: bad", None]
+    assert outputs[5] == "fine"
+
+
 def test_build_request_reasoning_variants() -> None:
     off = resp.build_request(ir.Request("m", reasoning=ir.Reasoning(enabled=False)))
     assert "reasoning" not in off and "include" not in off

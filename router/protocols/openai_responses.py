@@ -6,7 +6,8 @@ Decisions worth knowing:
   the builder sends them back joined into `instructions`.
 * Consecutive assistant-side input items (assistant messages, `reasoning`,
   `function_call`) form one assistant `Message`; `function_call_output` items form a
-  user message of `ToolResult`s.
+  user message of `ToolResult`s. An error result (Responses has no error flag) goes
+  upstream with its text prefixed "Error: ", as for OpenAI Chat.
 * Reasoning items become `Thinking(origin="openai-responses", signature=encrypted_content,
   id=item id)`. Only those go back upstream (with their id); foreign thinking is dropped.
 * Upstream requests are stateless: `store: false`, and when reasoning is requested
@@ -514,12 +515,28 @@ def _user_items(parts: list[ir.Part], req: ir.Request) -> list[dict[str, Any]]:
 
 
 def _tool_output_body(result: ir.ToolResult) -> str | list[dict[str, Any]]:
+    """`function_call_output.output`: text, or text and image parts. Responses has no
+    error flag, so an error result says so in its text ("Error: ...")."""
     if all(isinstance(p, ir.Text) for p in result.content):
-        return "".join(p.text for p in result.content if isinstance(p, ir.Text))
-    return [
+        text = "".join(p.text for p in result.content if isinstance(p, ir.Text))
+        return _error_text(text) if result.is_error else text
+    parts = [
         {"type": "input_text", "text": p.text} if isinstance(p, ir.Text) else _image_body(p)
         for p in result.content
     ]
+    if result.is_error:
+        first = parts[0]
+        if first["type"] == "input_text":
+            first["text"] = _error_text(first["text"])
+        else:
+            parts.insert(0, {"type": "input_text", "text": "Error"})
+    return parts
+
+
+def _error_text(text: str) -> str:
+    if text.lower().startswith("error"):
+        return text
+    return f"Error: {text}" if text else "Error"
 
 
 def _image_body(image: ir.Image) -> dict[str, Any]:
