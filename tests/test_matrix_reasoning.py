@@ -522,7 +522,9 @@ def check_signatures(client: str, upstream: str, signatures: list[str]) -> None:
     Anthropic clients get the upstream's signature (a foreign one as "<origin>:<sig>");
     an unsigned thought (Chat upstreams never sign, Gemini signs the answer's text part,
     which an Anthropic text block cannot carry) leaves the block's signature empty.
-    Responses and Gemini clients carry only their own protocol's signatures; Chat none."""
+    Responses clients get their own encrypted_content, and an Anthropic signature or
+    redacted payload as "anthropic:<sig>" / "anthropic:redacted:<data>". Gemini clients
+    carry only Gemini signatures; Chat clients none."""
     match client, upstream:
         case "anthropic", "anthropic":
             assert signatures == [sign(THINKING)]
@@ -533,6 +535,9 @@ def check_signatures(client: str, upstream: str, signatures: list[str]) -> None:
             assert signatures == [""]
         case "responses", "responses":
             assert len(signatures) == 1 and verify_reasoning(signatures[0]), signatures
+        case "responses", "anthropic":  # the signed block, then the redacted one
+            assert signatures[0] == f"anthropic:{sign(THINKING)}", signatures
+            assert len(signatures) == 2 and signatures[1].startswith("anthropic:redacted:redacted-")
         case "gemini", "gemini":
             assert len(signatures) == 1 and valid_signature(signatures[0]), signatures
             assert signatures[0] != SKIP
@@ -659,7 +664,7 @@ EXPECT_REPLAY = {
 # Which clients bring the upstream's reasoning signature back on their own (the gateway's
 # thought-signature cache covers Gemini function calls for every client).
 CARRIES_SIGNATURE: dict[str, Callable[[str], bool]] = {
-    "anthropic": lambda client: client == "anthropic",
+    "anthropic": lambda client: client in ("anthropic", "responses"),
     "gemini": lambda client: True,
     "responses": lambda client: client in ("responses", "anthropic"),
 }

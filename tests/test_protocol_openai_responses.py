@@ -410,7 +410,7 @@ def test_build_request_shapes_every_part() -> None:
             "type": "function_call_output",
             "call_id": "call_b",
             "output": [
-                {"type": "input_text", "text": "r2"},
+                {"type": "input_text", "text": "Error: r2"},
                 {
                     "type": "input_image",
                     "image_url": f"data:image/png;base64,{PNG}",
@@ -642,24 +642,53 @@ def test_build_response_status(finish: ir.FinishReason, status: str, reason: str
     SDKResponse.model_validate(body)
 
 
-def test_build_response_drops_foreign_reasoning_signature() -> None:
-    body = resp.build_response(
-        ir.Response(
-            "r",
-            "m",
-            [
-                ir.Thinking("why", signature="claude-sig", origin="anthropic"),
-                ir.Thinking("", signature="gem", origin="gemini"),
-                ir.Text("a"),
-                ir.Text("b"),
-            ],
-        ),
-        ir.Request("m"),
-    )
-    reasoning, message = body["output"]
-    assert reasoning["summary"] == [{"type": "summary_text", "text": "why"}]
-    assert "encrypted_content" not in reasoning
+def test_build_response_wraps_foreign_reasoning_signatures() -> None:
+    """Another provider's signature reaches the client as "<origin>:<sig>" in
+    encrypted_content, and comes back from it as that provider's thinking."""
+    parts: list[ir.Part] = [
+        ir.Thinking("why", signature="claude-sig", origin="anthropic"),
+        ir.Thinking(redacted=True, data="opaque", origin="anthropic"),
+        ir.Thinking("", signature="gem", origin="gemini"),
+        ir.Thinking("unsigned"),
+        ir.Text("a"),
+        ir.Text("b"),
+    ]
+    body = resp.build_response(ir.Response("r", "m", parts), ir.Request("m"))
+    SDKResponse.model_validate(body)
+    *reasoning, message = body["output"]
+    assert [r.get("encrypted_content") for r in reasoning] == [
+        "anthropic:claude-sig",
+        "anthropic:redacted:opaque",
+        "gemini:gem",
+        None,
+    ]
+    assert reasoning[0]["summary"] == [{"type": "summary_text", "text": "why"}]
     assert [c["text"] for c in message["content"]] == ["a", "b"]
+
+    replay = resp.parse_request(
+        {"model": "m", "input": [*reasoning, {"role": "user", "content": "go"}]}
+    )
+    back = replay.messages[0].parts
+    assert back == [
+        ir.Thinking("why", signature="claude-sig", origin="anthropic"),
+        ir.Thinking(redacted=True, data="opaque", origin="anthropic"),
+        ir.Thinking("", signature="gem", origin="gemini"),
+        ir.Thinking("unsigned", origin="openai-responses", id=reasoning[3]["id"]),
+    ]
+    # ...and a Responses upstream never gets another provider's signature.
+    upstream = resp.build_request(replay)
+    assert [i for i in upstream["input"] if i.get("type") == "reasoning"] == []
+
+
+def test_own_encrypted_content_is_never_unwrapped() -> None:
+    assert resp.unwrap_encrypted("gAAAAABo-x_Y==") == ("gAAAAABo-x_Y==", "openai-responses", False)
+    assert resp.unwrap_encrypted("other:thing") == ("other:thing", "openai-responses", False)
+    assert resp.unwrap_encrypted("openai-responses:x") == (
+        "openai-responses:x",
+        "openai-responses",
+        False,
+    )
+    assert resp.unwrap_encrypted(None) == (None, "openai-responses", False)
 
 
 # --- stream encoder, checked by the SDK ----------------------------------------------
@@ -738,8 +767,27 @@ def test_stream_encoder_block_break_and_foreign_thinking(server: ReplayServer) -
     assert final.id.startswith("resp_")
     assert [o.type for o in final.output] == ["reasoning", "message", "message"]
     assert final.output[0].summary[0].text == "claude thinks"
-    assert final.output[0].encrypted_content is None
+    assert final.output[0].encrypted_content == "anthropic:claude-sig"
     assert final.output_text == "onetwo"
+
+
+def test_stream_encoder_foreign_signature_only_and_redacted(server: ReplayServer) -> None:
+    body = encode_all(
+        [
+            ir.Start("r", "m"),
+            ir.ThinkingSignature("g-sig", origin="gemini"),
+            ir.RedactedThinking("opaque", origin="anthropic"),
+            ir.TextDelta("hi"),
+            ir.Finish("stop"),
+        ]
+    )
+    final, _ = stream_final(server, body)
+    assert [o.type for o in final.output] == ["reasoning", "reasoning", "message"]
+    assert [o.encrypted_content for o in final.output[:2]] == [
+        "gemini:g-sig",
+        "anthropic:redacted:opaque",
+    ]
+    assert final.output[0].summary == [] and final.output_text == "hi"
 
 
 def test_stream_encoder_signature_only_reasoning(server: ReplayServer) -> None:

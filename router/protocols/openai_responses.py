@@ -10,6 +10,11 @@ Decisions worth knowing:
   upstream with its text prefixed "Error: ", as for OpenAI Chat.
 * Reasoning items become `Thinking(origin="openai-responses", signature=encrypted_content,
   id=item id)`. Only those go back upstream (with their id); foreign thinking is dropped.
+* Another provider's reasoning signature (Anthropic thinking signature or redacted
+  payload, Gemini thoughtSignature) reaches Responses clients in `encrypted_content` as
+  "<origin>:<signature>" ("<origin>:redacted:<data>"); OpenAI's own is base64 and never
+  contains ":". A client replaying the item gives it back to that provider intact, so a
+  Claude tool loop keeps its signed thinking instead of having thinking turned off.
 * Upstream requests are stateless: `store: false`, and when reasoning is requested
   `include: ["reasoning.encrypted_content"]` so reasoning can be replayed next turn.
   Reasoning explicitly switched off is expressed by omitting `reasoning` (effort "none"
@@ -296,13 +301,39 @@ def _thinking_from_item(item: dict[str, Any]) -> ir.Thinking:
     texts = [s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict)]
     if not texts:
         texts = [c.get("text", "") for c in item.get("content") or [] if isinstance(c, dict)]
+    text = "\n\n".join(t for t in texts if isinstance(t, str))
     encrypted = item.get("encrypted_content")
-    return ir.Thinking(
-        text="\n\n".join(t for t in texts if isinstance(t, str)),
-        signature=encrypted if isinstance(encrypted, str) else None,
-        origin=NAME,
-        id=_str(item, "id"),
-    )
+    signature, origin, redacted = unwrap_encrypted(encrypted)
+    if redacted:
+        return ir.Thinking(redacted=True, data=signature, origin=origin)
+    item_id = _str(item, "id") if origin == NAME else None
+    return ir.Thinking(text=text, signature=signature, origin=origin, id=item_id)
+
+
+# --- reasoning signatures from other providers -------------------------------------
+
+_REDACTED = "redacted:"
+
+
+def wrap_encrypted(value: str | None, origin: str | None, redacted: bool = False) -> str | None:
+    """The `encrypted_content` a Responses client sees for reasoning made by `origin`."""
+    if not value:
+        return None
+    if origin is None or origin == NAME:
+        return value
+    return f"{origin}:{_REDACTED if redacted else ''}{value}"
+
+
+def unwrap_encrypted(value: Any) -> tuple[str | None, str, bool]:
+    """(signature or redacted data, origin, redacted) of an `encrypted_content` sent back."""
+    if not isinstance(value, str) or not value:
+        return None, NAME, False
+    origin, sep, rest = value.partition(":")
+    if not sep or origin not in ir.PROTOCOLS or origin == NAME:
+        return value, NAME, False
+    if rest.startswith(_REDACTED):
+        return rest.removeprefix(_REDACTED), origin, True
+    return rest, origin, False
 
 
 def _split_data_url(url: str) -> tuple[str, str] | None:
@@ -793,7 +824,8 @@ def _output_items(parts: list[ir.Part]) -> list[dict[str, Any]]:
             )
         elif isinstance(part, ir.Thinking):
             own = part.origin == NAME
-            encrypted = (part.data if part.redacted else part.signature) if own else None
+            payload = part.data if part.redacted else part.signature
+            encrypted = wrap_encrypted(payload, part.origin, part.redacted)
             if part.text or encrypted:
                 item_id = part.id if own and part.id else _new_id("rs_")
                 items.append(_reasoning_item(item_id, part.text, encrypted))
@@ -1451,19 +1483,17 @@ class StreamEncoder:
         own = event.origin == NAME
         item = self._open
         if item is None or item.kind != "reasoning":
-            if not own:
-                return
             self._close(chunks)
-            item = self._open_reasoning(chunks, event.id)
-        if own:
-            item.encrypted = event.signature
+            item = self._open_reasoning(chunks, event.id if own else None)
+        item.encrypted = wrap_encrypted(event.signature, event.origin)
         self._close(chunks)
 
     def _redacted(self, chunks: list[bytes], event: ir.RedactedThinking) -> None:
         self._close(chunks)
-        if event.origin == NAME:
-            item = self._open_reasoning(chunks, event.id)
-            item.encrypted = event.data
+        encrypted = wrap_encrypted(event.data, event.origin, redacted=True)
+        if encrypted:
+            item = self._open_reasoning(chunks, event.id if event.origin == NAME else None)
+            item.encrypted = encrypted
             self._close(chunks)
 
     def _close_reasoning(self, chunks: list[bytes], item: _OpenItem) -> None:
