@@ -46,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the gateway worker during case (b)"
     )
+    parser.add_argument(
+        "--profile-case", default="b", choices=("a", "b", "c"), help="the case --profile drives"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = parser.parse_args()
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -196,13 +199,13 @@ def reload_under_load(system: System, config: Path, seconds: float) -> dict[str,
     return {"result": result, "writes": reloader.writes, "reloads": after - before}
 
 
-def profile_case_b(system: System, seconds: float, outdir: Path) -> str:
+def profile_case(system: System, case: Case, seconds: float, outdir: Path) -> str:
     pid = system.workers()[0]
-    out = outdir / "router-case-b.pyspy.txt"
+    out = outdir / f"router-case-{case.key}.pyspy.txt"
     spy = record(pid, seconds, out)
     if spy is None:
         return "py-spy not installed (pip install py-spy into the project venv)"
-    call = system.call(CASES[1])
+    call = system.call(case)
     load.wrk(system.url + call.path, call.body, 16, seconds + 1, dict(call.headers))
     spy.wait(timeout=seconds + 30)
     if not out.exists():
@@ -283,7 +286,9 @@ def main() -> int:
         results["matrix"] = matrix
 
         if args.profile:
-            results["profile"] = profile_case_b(router, max(5.0, args.seconds), outdir)
+            case = next(c for c in CASES if c.key == args.profile_case)
+            results["profile_case"] = case.key
+            results["profile"] = profile_case(router, case, max(5.0, args.seconds), outdir)
 
         if not args.skip_rss:
             total = sum(

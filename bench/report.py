@@ -196,6 +196,7 @@ def render(results: dict[str, Any], order: Sequence[str], cases: Sequence[Case])
     lines += load_table(results.get("matrix", {}), order, cases)
     lines += ["", *other_tables(results)]
     if "profile" in results:
-        lines += ["", "py-spy, gateway worker, case (b) at c=16", results["profile"]]
+        case = results.get("profile_case", "b")
+        lines += ["", f"py-spy, gateway worker, case ({case}) at c=16", results["profile"]]
     lines += ["", *targets(results)]
     return "\n".join(lines)

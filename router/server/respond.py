@@ -187,9 +187,8 @@ async def _relay(
     framer = _Framer()
     watch = _EndWatch(primed.decoder, primed.head_events)
     try:
-        for chunk in primed.head_raw:
-            if out := framer.feed(chunk):
-                yield mapper(out)
+        if out := framer.feed(b"".join(primed.head_raw)):
+            yield mapper(out)
         assert primed.raw is not None
         if not watch.failed:
             async for chunk in primed.raw:
@@ -235,9 +234,10 @@ async def _encode_events(
     end = _terminal(primed.head_events)
     ended = end is not None
     try:
-        for event in primed.head_events:
-            if chunk := encoder.encode(event):
-                yield mapper(chunk)
+        # What arrived before the first content goes out in one piece: one write to
+        # the client rather than one per event (often the whole of a short stream).
+        if head := b"".join([encoder.encode(event) for event in primed.head_events]):
+            yield mapper(head)
         assert primed.events is not None
         if isinstance(end, ir.Error):
             health.fail(provider.health, end.status, end.message)
