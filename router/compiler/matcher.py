@@ -10,12 +10,15 @@
   hit, so first-match order holds across all of them.
 
 Everything is compiled by `build_matcher`; `RouteMatcher.first` does dict lookups, the
-candidates' pre-compiled regexes and JMESPath expressions, and nothing else."""
+candidates' pre-compiled regexes and JMESPath expressions, and nothing else. Its answer
+for a (model, protocol) that no `when` condition had a say in is remembered (the matcher
+belongs to one immutable Plan; the memory is bounded), so a repeated request costs one
+dict lookup however many routes there are."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -24,6 +27,8 @@ from jmespath.exceptions import JMESPathError
 from router.compiler.glob import glob_test, is_glob, literal_prefix
 
 _NONE = 1 << 62
+_MISS = object()
+CACHE_SIZE = 4096  # (model, protocol) answers kept per Plan; models are client-chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +69,27 @@ class RouteMatcher:
     by_prefix: Mapping[str, tuple[Entry, ...]]
     prefix_lengths: tuple[int, ...]
     always: tuple[Entry, ...]
+    cache: dict[tuple[str, str], int | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def first(self, model: str, protocol: str, headers: Mapping[str, str], body: Any) -> int | None:
         """Index of the first route matching the request, or None."""
+        key = (model, protocol)
+        found = self.cache.get(key, _MISS)
+        if found is not _MISS:
+            return found  # type: ignore[return-value]
+        index, pure = self._first(model, protocol, headers, body)
+        if pure:
+            if len(self.cache) >= CACHE_SIZE:
+                self.cache.clear()
+            self.cache[key] = index
+        return index
+
+    def _first(
+        self, model: str, protocol: str, headers: Mapping[str, str], body: Any
+    ) -> tuple[int | None, bool]:
+        """(index or None, whether the answer depends on `model` and `protocol` alone)."""
         best = self.exact.get(model, _NONE)
         lists: list[tuple[Entry, ...]] = []
         conditional = self.exact_conditional.get(model)
@@ -84,13 +107,14 @@ class RouteMatcher:
         if self.always:
             lists.append(self.always)
         if not lists:
-            return None if best == _NONE else best
+            return (None if best == _NONE else best), True
         candidates = (
             lists[0]
             if len(lists) == 1
             else sorted((e for entries in lists for e in entries), key=_index)
         )
         context: dict[str, Any] | None = None
+        pure = True
         for index, test, protocols, when in candidates:
             if index >= best:
                 break
@@ -99,6 +123,7 @@ class RouteMatcher:
             if protocols is not None and protocol not in protocols:
                 continue
             if when is not None:
+                pure = False
                 if context is None:
                     context = {
                         "model": model,
@@ -108,8 +133,8 @@ class RouteMatcher:
                     }
                 if not truthy(evaluate(when, context)):
                     continue
-            return index
-        return None if best == _NONE else best
+            return index, pure
+        return (None if best == _NONE else best), pure
 
 
 def build_matcher(

@@ -76,7 +76,6 @@ class Answer:
     status: int = 200
     body: bytes = b""
     response: ir.Response | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -169,7 +168,7 @@ async def call_wire(
     response = await _send_until_accepted(adapter, call, upstream, timeout, limits, retry_on)
     if not call.stream:
         body = adapter.unwrap_body(await _read(response, limits.total))
-        return Answer(status=response.status_code, body=body, headers=dict(response.headers))
+        return Answer(status=response.status_code, body=body)
     return await _prime_wire_stream(
         response, upstream, passthrough, limits, retry_on, adapter.unwrap_stream()
     )
