@@ -36,9 +36,7 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(protocol, ir.Error(500, "api_error", "internal gateway error"))
 
 
-def create_app(
-    config_dir: str | None = None, *, watch_config: bool | None = None
-) -> FastPath | Litestar:
+def create_app(config_dir: str | None = None, *, watch_config: bool | None = None) -> FastPath:
     """The worker's ASGI app: the fast path for the generating endpoints in front of the
     Litestar app (ROUTER_FASTPATH=0: Litestar alone, which serves them the same way)."""
     config_dir = config_dir or os.environ.get("ROUTER_CONFIG_DIR", ".")
@@ -70,6 +68,4 @@ def create_app(
         debug=False,
     )
     app.state.holder = holder
-    if os.environ.get("ROUTER_FASTPATH", "1") == "0":
-        return app
-    return FastPath(app, holder, max_body)
+    return FastPath(app, holder, max_body, hot=os.environ.get("ROUTER_FASTPATH", "1") != "0")

@@ -159,9 +159,11 @@ def _with_overhead(send: Send, started: float, wait: Stopwatch) -> Send:
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
-            seconds = max(time.perf_counter() - started - wait.seconds, 0.0)
-            overhead = f"{seconds * 1000:.3f}".encode()
-            message["headers"] = [*message.get("headers", ()), (_OVERHEAD, overhead)]
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == _OVERHEAD for name, _ in headers):  # not set by serve
+                seconds = max(time.perf_counter() - started - wait.seconds, 0.0)
+                headers.append((_OVERHEAD, f"{seconds * 1000:.3f}".encode()))
+                message["headers"] = headers
         await send(message)
 
     return sending
@@ -171,12 +173,14 @@ _OVERHEAD = b"x-router-overhead-ms"
 
 
 class FastPath:
-    """The ASGI app Granian runs: hot POSTs here, the rest to `app` (Litestar)."""
+    """The ASGI app Granian runs: hot POSTs here, the rest to `app` (Litestar), with
+    x-router-overhead-ms added to what Litestar sends."""
 
-    def __init__(self, app: ASGIApp, holder: PlanHolder, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, holder: PlanHolder, max_body: int, hot: bool = True) -> None:
         self.app = app
         self.holder = holder
         self.max_body = max_body
+        self.hot = hot  # False: Litestar serves the generating endpoints too
 
     def __getattr__(self, name: str) -> Any:  # `state`, `debug`... of the Litestar app
         return getattr(self.app, name)
@@ -184,7 +188,7 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["method"] == "POST":
+        if self.hot and scope["method"] == "POST":
             found = match(scope["path"])
             if found is not None:
                 return await self._serve(scope, receive, send, *found)
