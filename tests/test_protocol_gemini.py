@@ -967,7 +967,12 @@ def test_build_response_via_sdk(server: ReplayServer) -> None:
     out = client(server).models.generate_content(model="gemini-client", contents="hi")
     assert out.text == "Hi" and out.response_id == "r-9"
     parts = out.candidates[0].content.parts
-    assert (parts[0].thought, parts[0].text, parts[0].thought_signature) == (True, "plan", None)
+    # another provider's signature: base64 of "<origin>:<sig>", bytes once the SDK has it
+    assert (parts[0].thought, parts[0].text, parts[0].thought_signature) == (
+        True,
+        "plan",
+        b"anthropic:not-for-gemini",
+    )
     assert [c.id for c in out.function_calls] == ["toolu_1", "toolu_2"]
     assert out.function_calls[0].args == {"q": 1}
     assert parts[3].thought_signature == b"signature-a"
@@ -989,6 +994,9 @@ def test_build_response_hides_thoughts_unless_asked() -> None:
         [
             ir.Thinking("secret", origin="gemini", signature=SIG_B),
             ir.Thinking("other", origin="anthropic"),
+            # hidden text cannot come back, so neither can the signature that signs it
+            ir.Thinking("signed", origin="anthropic", signature="sig-1"),
+            ir.Thinking(redacted=True, data="redacted-1", origin="anthropic"),
             ir.Text("x"),
         ],
     )
@@ -1280,6 +1288,185 @@ def test_decoder_to_encoder_round_trip_via_sdk(server: ReplayServer) -> None:
         7,
         4,
     )
+
+
+# --- other providers' signatures through a Gemini client ------------------------------
+
+
+def wrapped(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+FOREIGN_EVENTS: list[ir.Event] = [
+    ir.Start("msg_1", "claude-up"),
+    ir.ThinkingDelta("Let me ", origin="anthropic"),
+    ir.ThinkingDelta("think.", origin="anthropic"),
+    ir.ThinkingSignature("sig-claude", origin="anthropic"),
+    ir.RedactedThinking("redacted-data", origin="anthropic"),
+    ir.ToolCallStart("toolu_1", "look"),
+    ir.ToolCallDelta('{"a":1}'),
+    ir.Finish("tool_calls", ir.Usage(10, 5)),
+]
+
+
+def replayed_by_sdk(server: ReplayServer, parts: list[types.Part]) -> ir.Request:
+    """The next turn as google-genai sends it (the model turn as the SDK assembled it, plus
+    the tool result), parsed back."""
+    server.reply(json.dumps(chunk({"text": "ok"}, finish="STOP")).encode())
+    call = next(p.function_call for p in parts if p.function_call)
+    response = types.Part.from_function_response(name=call.name, response={"output": "sunny"})
+    client(server).models.generate_content(
+        model="gemini-client",
+        contents=[
+            types.Content(role="user", parts=[types.Part(text="go")]),
+            types.Content(role="model", parts=parts),
+            types.Content(role="user", parts=[response]),
+        ],
+    )
+    return gemini.parse_request(json.loads(server.requests[-1].body))
+
+
+def test_foreign_signatures_round_trip_through_sdk_stream(server: ReplayServer) -> None:
+    """Claude thinking streamed to a Gemini client comes back as Claude thinking: the text
+    split over several thought parts joins the signature sent after it."""
+    chunks = stream_chunks(server, encode_all(FOREIGN_EVENTS, THINKING_REQ))
+    parts = [p for c in chunks for p in c.candidates[0].content.parts]
+    assert [p.thought_signature for p in parts if p.thought_signature] == [
+        b"anthropic:sig-claude",
+        b"anthropic:redacted:redacted-data",
+    ]
+    turn = replayed_by_sdk(server, parts).messages[1]
+    assert turn.role == "assistant"
+    assert turn.parts == [
+        ir.Thinking("Let me think.", signature="sig-claude", origin="anthropic"),
+        ir.Thinking(redacted=True, data="redacted-data", origin="anthropic"),
+        ir.ToolCall("toolu_1", "look", '{"a":1}'),
+    ]
+
+
+def test_foreign_signature_round_trip_through_sdk_json(server: ReplayServer) -> None:
+    resp = ir.Response(
+        "r",
+        "gpt-up",
+        [
+            ir.Thinking("plan", signature="gAAAAB-enc", origin="openai-responses", id="rs_1"),
+            ir.ToolCall("call_1", "look", "{}"),
+        ],
+        "tool_calls",
+    )
+    server.reply(
+        json.dumps(gemini.build_response(resp, THINKING_REQ)).encode(),
+        content_type="application/json",
+    )
+    out = client(server).models.generate_content(model="gemini-client", contents="hi")
+    parts = out.candidates[0].content.parts
+    assert parts[0].thought_signature == b"openai-responses:gAAAAB-enc"
+    turn = replayed_by_sdk(server, parts).messages[1]
+    assert turn.parts == [
+        ir.Thinking("plan", signature="gAAAAB-enc", origin="openai-responses"),
+        ir.ToolCall("call_1", "look", "{}"),
+    ]
+
+
+def test_stream_encoder_hides_foreign_signatures_with_thoughts() -> None:
+    body = encode_all(FOREIGN_EVENTS, ir.Request("gemini-client"))
+    assert b"thoughtSignature" not in body and b"think" not in body
+
+
+def foreign_turn(*parts: dict[str, Any]) -> list[ir.Part]:
+    body = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "go"}]},
+            {"role": "model", "parts": list(parts)},
+        ]
+    }
+    return gemini.parse_request(body).messages[1].parts
+
+
+def test_parse_foreign_signature_on_the_following_part() -> None:
+    """Wherever a client put it, the foreign signature leaves its part and becomes the
+    thinking before it; Gemini's own signatures stay where they are."""
+    parts = foreign_turn(
+        {"text": "pl", "thought": True},
+        {"text": "an", "thought": True},
+        {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": wrapped("anthropic:s1")},
+        {"text": "done", "thoughtSignature": SIG_A},
+    )
+    assert parts == [
+        ir.Thinking("plan", signature="s1", origin="anthropic"),
+        ir.ToolCall("gcall_0", "f", "{}"),
+        ir.Text("done", signature=SIG_A),
+    ]
+
+
+def test_parse_keeps_gemini_thoughts_apart_from_foreign_ones() -> None:
+    parts = foreign_turn(
+        {"text": "own", "thought": True, "thoughtSignature": SIG_B},
+        {"text": "claude", "thought": True, "thoughtSignature": wrapped("anthropic:s2")},
+    )
+    assert parts == [
+        ir.Thinking("own", signature=SIG_B, origin="gemini"),
+        ir.Thinking("claude", signature="s2", origin="anthropic"),
+    ]
+
+
+def urlsafe_unpadded(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (wrapped("anthropic:c2ln+/="), ("c2ln+/=", "anthropic", False)),
+        (urlsafe_unpadded("anthropic:c2ln+/??"), ("c2ln+/??", "anthropic", False)),
+        (wrapped("anthropic:redacted:EmwKAh"), ("EmwKAh", "anthropic", True)),
+        (wrapped("openai-responses:gAAAAB"), ("gAAAAB", "openai-responses", False)),
+        (wrapped("gemini:abc"), None),  # Gemini's own are never wrapped
+        (wrapped("anthropic:"), None),
+        (wrapped("anthropic:sig\x00"), None),
+        (wrapped("claude:sig"), None),
+        (base64.b64encode(b"anthropic:\xff\xfe").decode(), None),
+        (base64.b64encode(b"\x0a\x24anthropic:sig").decode(), None),
+        (SIG_A, None),
+        (gemini.SKIP_SIGNATURE, None),
+        ("not base64!", None),
+    ],
+)
+def test_unwrap_signature_is_unambiguous(
+    value: str, expected: tuple[str, str, bool] | None
+) -> None:
+    assert gemini.unwrap_signature(value) == expected
+
+
+def test_gemini_upstream_never_gets_a_foreign_signature() -> None:
+    req = gemini.parse_request(
+        {
+            "contents": [
+                {"role": "user", "parts": [{"text": "go"}]},
+                {
+                    "role": "model",
+                    "parts": [
+                        {"text": "t", "thought": True, "thoughtSignature": wrapped("anthropic:s")},
+                        {
+                            "text": "",
+                            "thought": True,
+                            "thoughtSignature": wrapped("anthropic:redacted:r"),
+                        },
+                        {"functionCall": {"name": "f", "args": {}}},
+                    ],
+                },
+                {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {}}}]},
+            ]
+        }
+    )
+    req.model = "gemini-3-pro"
+    model_turn = gemini.build_request(req)["contents"][1]
+    assert model_turn == {
+        "role": "model",
+        "parts": [
+            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": gemini.SKIP_SIGNATURE}
+        ],
+    }
 
 
 # --- errors and model list -----------------------------------------------------------

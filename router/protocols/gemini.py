@@ -20,6 +20,17 @@ Decisions worth knowing:
   came from another provider, or from a client that cannot carry signatures and whose
   call the server's signature cache no longer knows), the first call gets Google's
   documented bypass value `skip_thought_signature_validator`.
+* Other providers' signatures. A Gemini client gets another provider's reasoning
+  signature on the thought part that carries that reasoning (as Gemini-origin thought
+  signatures are placed): `thoughtSignature` is base64 of the UTF-8 text
+  "<origin>:<signature>" ("<origin>:redacted:<data>" for Anthropic redacted thinking).
+  Only when the client asked to see thoughts (`includeThoughts`): the signed text must
+  come back with its signature, and hidden text cannot. Parsing a request, a
+  `thoughtSignature` that decodes to printable ASCII starting with another protocol's
+  name and ":" (a Gemini signature is opaque binary) becomes that provider's `Thinking`,
+  taking the text of the unsigned thought parts right before it (a stream delivers the
+  text first and the signature on an empty thought part after it); it is removed from
+  the part it sat on, so a Gemini upstream never receives it.
 * Tool results. `functionResponse.response` is the result text when that is a JSON
   object, else `{"output": text}` (`{"error": text}` when `is_error`); parsing inverts
   this. Images in a result follow as `inlineData` parts in the same user turn (accepted by
@@ -42,6 +53,8 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import mimetypes
 import re
@@ -129,6 +142,8 @@ def _invalid(message: str) -> ir.Error:
 
 
 _SYNTHETIC_ID = "gcall_"
+_REDACTED = "redacted:"
+_FOREIGN = tuple(protocol for protocol in ir.PROTOCOLS if protocol != NAME)
 
 
 def _random_call_id() -> str:
@@ -138,6 +153,64 @@ def _random_call_id() -> str:
 def _str(mapping: dict[str, Any], key: str) -> str | None:
     value = mapping.get(key)
     return value if isinstance(value, str) else None
+
+
+# --- reasoning signatures from other providers -------------------------------------
+
+
+def wrap_signature(value: str | None, origin: str | None, redacted: bool = False) -> str | None:
+    """The `thoughtSignature` a Gemini client sees for reasoning made by `origin`: Gemini's
+    own unchanged, another protocol's as base64 of "<origin>:[redacted:]<value>", none for
+    reasoning of unknown origin (it could not be told apart from Gemini's own)."""
+    if not value:
+        return None
+    if origin == NAME:
+        return value
+    if origin not in _FOREIGN:
+        return None
+    text = f"{origin}:{_REDACTED if redacted else ''}{value}"
+    return base64.b64encode(text.encode()).decode()
+
+
+def unwrap_signature(value: str) -> tuple[str, str, bool] | None:
+    """(signature or redacted data, origin, redacted) of a `thoughtSignature` that
+    `wrap_signature` made for another protocol, in standard or URL-safe base64; None for
+    anything else (Gemini's own signatures are opaque binary, never printable ASCII
+    starting with a protocol name and ":")."""
+    try:
+        raw = base64.b64decode(standard_base64(value), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.isascii():
+        return None
+    text = raw.decode("ascii")
+    origin, sep, rest = text.partition(":")
+    if not sep or origin not in _FOREIGN or not rest or not text.isprintable():
+        return None
+    if rest.startswith(_REDACTED) and len(rest) > len(_REDACTED):
+        return rest.removeprefix(_REDACTED), origin, True
+    return rest, origin, False
+
+
+def _foreign_thinking(
+    kept: list[ir.Part], part: dict[str, Any], foreign: tuple[str, str, bool]
+) -> ir.Thinking:
+    """Another provider's thinking, its text gathered from the unsigned thought parts just
+    before the signature (stream form) and from the signed part itself (JSON form)."""
+    value, origin, redacted = foreign
+    if redacted:
+        return ir.Thinking(redacted=True, data=value, origin=origin)
+    texts: list[str] = []
+    while kept and isinstance(last := kept[-1], ir.Thinking) and _unsigned_thought(last):
+        texts.insert(0, last.text)
+        kept.pop()
+    if part.get("thought") is True and isinstance(part.get("text"), str):
+        texts.append(part["text"])
+    return ir.Thinking(text="".join(texts), signature=value, origin=origin)
+
+
+def _unsigned_thought(part: ir.Thinking) -> bool:
+    return part.origin == NAME and not part.redacted and not part.signature
 
 
 # --- request: client body -> ir ----------------------------------------------------
@@ -216,14 +289,27 @@ class _ContentReader:
             if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
                 raise _invalid(f"contents[{index}] must be a Content with a `parts` list")
             role = "assistant" if content.get("role") == "model" else "user"
-            parts = [self._part(p, index) for p in content["parts"]]
-            kept = [p for p in parts if p is not None]
+            kept: list[ir.Part] = []
+            for part in content["parts"]:
+                self._add(kept, part, index)
             if kept:
                 self.req.messages.append(ir.Message(role, kept))
 
-    def _part(self, part: Any, index: int) -> ir.Part | None:
+    def _add(self, kept: list[ir.Part], part: Any, index: int) -> None:
         if not isinstance(part, dict):
             raise _invalid(f"contents[{index}].parts entries must be objects")
+        signature = _get_str(part, "thoughtSignature")
+        foreign = unwrap_signature(signature) if signature else None
+        if foreign is not None:
+            kept.append(_foreign_thinking(kept, part, foreign))
+            if part.get("thought") is True:
+                return  # the thought part was that reasoning
+            part = {k: v for k, v in part.items() if _camel(k) != "thoughtSignature"}
+        parsed = self._part(part, index)
+        if parsed is not None:
+            kept.append(parsed)
+
+    def _part(self, part: dict[str, Any], index: int) -> ir.Part | None:
         signature = _get_str(part, "thoughtSignature")
         if signature == SKIP_SIGNATURE:
             signature = None  # the builder adds it again where Gemini needs one
@@ -783,7 +869,7 @@ def _client_part(part: ir.Part, show_thoughts: bool) -> dict[str, Any] | None:
     if isinstance(part, ir.Text):
         return _signed({"text": part.text}, part.signature) if part.text or part.signature else None
     if isinstance(part, ir.Thinking):
-        signature = part.signature if part.origin == NAME else None
+        signature = _carried_signature(part, show_thoughts)
         text = part.text if show_thoughts and not part.redacted else ""
         return _signed({"text": text, "thought": True}, signature) if text or signature else None
     if isinstance(part, ir.ToolCall):
@@ -792,6 +878,14 @@ def _client_part(part: ir.Part, show_thoughts: bool) -> dict[str, Any] | None:
     if isinstance(part, ir.Image) and part.data is not None:
         return {"inlineData": {"mimeType": part.media_type or "image/png", "data": part.data}}
     return None
+
+
+def _carried_signature(part: ir.Thinking, show_thoughts: bool) -> str | None:
+    """Another provider's signature only goes with its text (see the module notes)."""
+    if part.origin != NAME and not show_thoughts:
+        return None
+    value = part.data if part.redacted else part.signature
+    return wrap_signature(value, part.origin, part.redacted)
 
 
 # --- errors and model lists --------------------------------------------------------
@@ -1175,9 +1269,20 @@ class StreamEncoder:
         elif isinstance(event, ir.ThinkingDelta):
             if event.text and self._show_thoughts:
                 return [{"text": event.text, "thought": True}]
-        elif isinstance(event, ir.ThinkingSignature) and event.origin == NAME:
-            return [{"text": "", "thought": True, "thoughtSignature": event.signature}]
+        elif isinstance(event, ir.ThinkingSignature):
+            return self._signature_part(event.signature, event.origin)
+        elif isinstance(event, ir.RedactedThinking):
+            return self._signature_part(event.data, event.origin, redacted=True)
         return []
+
+    def _signature_part(
+        self, value: str, origin: str | None, redacted: bool = False
+    ) -> list[dict[str, Any]]:
+        """A thought part with the signature; another provider's only with its text shown."""
+        if origin != NAME and not self._show_thoughts:
+            return []
+        signature = wrap_signature(value, origin, redacted)
+        return [{"text": "", "thought": True, "thoughtSignature": signature}] if signature else []
 
     def _flush_call(self) -> bytes:
         call, self._call = self._call, None
