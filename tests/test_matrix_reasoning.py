@@ -124,12 +124,17 @@ class ChatClient:
             dropped=dropped_header(headers),
         )
 
-    def tool_turn(self) -> ToolTurn:
+    def tool_turn(self, headers: dict[str, str] | None = None) -> ToolTurn:
         tools = [
             {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}
         ]
         messages: list[Any] = [{"role": "user", "content": "call tool get_weather"}]
-        kwargs = {"model": MODEL, "tools": tools, "reasoning_effort": "high"}
+        kwargs = {
+            "model": MODEL,
+            "tools": tools,
+            "reasoning_effort": "high",
+            "extra_headers": headers or {},
+        }
         with self.sdk.chat.completions.stream(messages=messages, **kwargs) as events:
             message = events.get_final_completion().choices[0].message
         call = message.tool_calls[0]
@@ -632,6 +637,20 @@ def test_reasoning_tool_loop(gateway, fake, client, upstream):
     replayed = assistant_turn(body, upstream)
     carried = CARRIES_SIGNATURE[upstream](client)
     EXPECT_REPLAY[upstream](replayed, body, carried)
+    # Thinking turned off for want of a signature is reported, never silent; only Claude
+    # needs it (Gemini gets the bypass signature, Responses keeps reasoning on).
+    lost = upstream == "anthropic" and not carried
+    assert ("reasoning" in turn.dropped.split(",")) is lost, turn.dropped
+
+
+def test_lost_thinking_refused_under_strict(gateway, fake):
+    """Strict mode refuses the continuation that would go to Claude without the thinking
+    asked for (a Chat client cannot carry the signature), and names what it cannot carry."""
+    chat = ChatClient(f"{gateway.url}/up-anthropic")
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat.tool_turn(headers={"x-router-strict": "true"})
+    assert "strict mode: cannot carry reasoning" in caught.value.message
+    assert received(fake, "anthropic")["thinking"]["type"] == "enabled"  # turn 1 went
 
 
 def anthropic_replay(replayed: list[dict[str, Any]], body: dict[str, Any], carried: bool) -> None:

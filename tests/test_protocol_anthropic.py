@@ -473,13 +473,35 @@ def test_thinking_kept_with_signed_block_in_tool_loop() -> None:
     ids=["no-thinking", "foreign", "unsigned"],
 )
 def test_thinking_turned_off_without_valid_block(first: list[ir.Part]) -> None:
+    """The reasoning asked for cannot go: reported (strict mode refuses it), not silent."""
     req = conversation(*tool_loop(first), reasoning=ir.Reasoning(effort="high"), temperature=0.3)
     body = claude.build_request(req)
     assert "thinking" not in body
     assert body["messages"][1]["content"] == [
         {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
     ]
-    assert body["temperature"] == 0.3 and req.dropped == []
+    assert body["temperature"] == 0.3 and req.dropped == ["reasoning"]
+
+
+@pytest.mark.parametrize(
+    "reasoning",
+    [None, ir.Reasoning(enabled=False), ir.Reasoning(budget_tokens=0)],
+    ids=["absent", "off", "zero-budget"],
+)
+def test_history_thinking_stripped_silently_when_none_asked(reasoning: ir.Reasoning | None) -> None:
+    signed = ir.Thinking("why", signature="c2ln", origin="anthropic")
+    req = conversation(*tool_loop([signed]), reasoning=reasoning)
+    body = claude.build_request(req)
+    assert "thinking" not in body
+    assert [b["type"] for b in body["messages"][1]["content"]] == ["tool_use"]
+    assert req.dropped == []
+
+
+def test_thinking_off_when_max_tokens_leaves_no_budget() -> None:
+    req = conversation(reasoning=ir.Reasoning(effort="high"), max_tokens=1000)
+    body = claude.build_request(req)
+    assert "thinking" not in body and body["max_tokens"] == 1000
+    assert req.dropped == ["reasoning"]
 
 
 def test_thinking_off_with_forced_tool_and_blocks_stripped() -> None:
@@ -494,6 +516,7 @@ def test_thinking_off_with_forced_tool_and_blocks_stripped() -> None:
     assert "thinking" not in body
     assert all(b["type"] != "thinking" for m in body["messages"] for b in m["content"])
     assert body["tool_choice"] == {"type": "tool", "name": "f"}
+    assert req.dropped == ["reasoning"]
 
 
 def test_build_tools_choice_output_and_drops() -> None:

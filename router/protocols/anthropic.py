@@ -10,10 +10,13 @@ Decisions worth knowing (see also the module's functions):
   xhigh/max 24576; "on, no effort or budget" (adaptive, Gemini includeThoughts) ->
   medium. The budget is kept below `max_tokens`. Thinking is left out (and "reasoning"
   reported) for Claude 3.x before 3.7, and turned off for the request when a tool is
-  forced (Anthropic refuses both) or when the final assistant turn has a `tool_use`
-  but no signed Anthropic thinking block in front of it; history thinking blocks are
-  then stripped too. With thinking on, `temperature` != 1, `top_k` and `top_p` < 0.95
-  are dropped (reported), as Anthropic rejects them.
+  forced (Anthropic refuses both), when the final assistant turn has a `tool_use`
+  but no signed Anthropic thinking block in front of it (a client that cannot carry
+  Anthropic signatures, e.g. OpenAI Chat, in a tool loop), or when `max_tokens` leaves
+  no room for the minimum budget; history thinking blocks are then stripped too, and
+  "reasoning" is reported in every one of these cases (so strict mode refuses them
+  rather than answer without the thinking asked for). With thinking on, `temperature`
+  != 1, `top_k` and `top_p` < 0.95 are dropped (reported), as Anthropic rejects them.
 * Structured output -> `output_config.format` (the current name; requests may use the
   older top-level `output_format`, both are read). JSON mode has no native form: it
   becomes an instruction appended to the system prompt.
@@ -488,6 +491,7 @@ def sanitize_tool_id(call_id: str) -> str:
 def build_request(req: ir.Request) -> dict[str, Any]:
     messages = _build_messages(req)
     budget = thinking_budget(req.reasoning)
+    asked = budget is not None
     if budget is not None and not _supports_thinking(req.model):
         budget = None
         _drop(req, "reasoning")
@@ -504,6 +508,8 @@ def build_request(req: ir.Request) -> dict[str, Any]:
             budget = _MIN_BUDGET if max_tokens > _MIN_BUDGET else None
     if budget is None:
         _strip_thinking(messages)
+        if asked:
+            _drop(req, "reasoning")  # asked for, but this request goes without thinking
     system = _build_system(req)
     if not messages and system:  # Anthropic needs a message; OpenAI allows system-only
         messages, system = [{"role": "user", "content": system}], []
