@@ -7,6 +7,7 @@ ROUTER_UPSTREAM_TRANSPORT=httpx falls back to httpx's own pool (httpcore)."""
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -46,6 +47,7 @@ def client_for(proxy: str | bool | None) -> httpx.AsyncClient:
             timeout=httpx.Timeout(600.0, connect=10.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             trust_env=proxy is None,
+            verify=_verify(),
             proxy=proxy if isinstance(proxy, str) else None,
             follow_redirects=False,
         )
@@ -58,6 +60,17 @@ def parsed_url(url: str) -> httpx.URL:
     """An upstream URL, parsed once (httpx.URL is immutable; parsing is a twentieth of
     a call's cost). Bounded: URLs are per instance and model, not per request."""
     return httpx.URL(url)
+
+
+def _verify() -> ssl.SSLContext | bool:
+    """Upstream TLS trusts SSL_CERT_FILE / SSL_CERT_DIR when set, else certifi (httpx's
+    default). httpx reads those variables only with trust_env, which `proxy: false`
+    turns off; a private CA must not depend on the proxy setting."""
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    capath = os.environ.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return True
 
 
 def _transport() -> str:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -306,8 +307,10 @@ async def serve_connection(
         conn.close()
 
 
-async def start_server(handler: Handler, host: str, port: int) -> asyncio.Server:
+async def start_server(
+    handler: Handler, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> asyncio.Server:
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_connection(reader, writer, handler)
 
-    return await asyncio.start_server(on_connect, host, port, limit=MAX_HEADER_BYTES)
+    return await asyncio.start_server(on_connect, host, port, limit=MAX_HEADER_BYTES, ssl=tls)

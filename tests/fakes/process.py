@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .tls import TlsFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # never send the helpers' own loopback calls through a proxy from the environment
@@ -212,38 +216,50 @@ class _Client:
     """Tiny JSON-over-HTTP client for the control endpoints (standard library only)."""
 
     url: str
+    _opener: urllib.request.OpenerDirector = _OPENER
 
     def _call(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
             self.url + path, data=data, method=method, headers={"content-type": "application/json"}
         )
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with self._opener.open(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
 
 
 class FakeUpstream(_Client):
-    """A running `python -m tests.fakes.upstream` (all four protocols + control API)."""
+    """A running `python -m tests.fakes.upstream` (all four protocols + control API);
+    with `tls` (tests/fakes/tls.py) it serves HTTPS only, control API included."""
 
-    def __init__(self, proc: ManagedProcess, api_key: str | None) -> None:
+    def __init__(self, proc: ManagedProcess, api_key: str | None, tls: TlsFiles | None) -> None:
         self.proc = proc
         self.api_key = api_key
         assert proc.url is not None and proc.port is not None
-        self.url: str = proc.url
         self.port: int = proc.port
+        self.url: str = f"https://127.0.0.1:{proc.port}" if tls else proc.url
+        if tls:
+            context = ssl.create_default_context(cafile=str(tls.ca))
+            self._opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+            )
 
     @classmethod
     def start(
-        cls, api_key: str | None = None, models: Sequence[str] | None = None, timeout: float = 10.0
+        cls,
+        api_key: str | None = None,
+        models: Sequence[str] | None = None,
+        timeout: float = 10.0,
+        tls: TlsFiles | None = None,
     ) -> FakeUpstream:
         extra = []
         if api_key:
             extra += ["--api-key", api_key]
         if models:
             extra += ["--models", ",".join(models)]
-        return cls(
-            start_python_module("tests.fakes.upstream", extra, "fake-upstream", timeout), api_key
-        )
+        if tls:
+            extra += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+        proc = start_python_module("tests.fakes.upstream", extra, "fake-upstream", timeout)
+        return cls(proc, api_key, tls)
 
     def script(self, behaviours: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> int:
         """Queue behaviours for the next matching requests; returns the queue length."""

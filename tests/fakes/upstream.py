@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -453,7 +454,11 @@ def onboard_user() -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> None:
     models = [m for m in (args.models or "").split(",") if m] or None
     app = FakeUpstream(api_key=args.api_key, models=models)
-    server = await start_server(app.handle, args.host, args.port)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    server = await start_server(app.handle, args.host, args.port, tls)
     await serve_until_signalled(server, "fake upstream", args)
 
 
@@ -461,6 +466,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = arg_parser(__doc__.splitlines()[0])
     parser.add_argument("--api-key", help="require this key (each protocol's own header)")
     parser.add_argument("--models", help="comma-separated model ids for the model lists")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     run_program(run(parser.parse_args(argv)))
 
 
