@@ -1090,6 +1090,9 @@ class StreamDecoder:
 
 
 _DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+# `"delta":{...,"<field>":` of the hot deltas, followed by the JSON string and `}}\n\n`
+_TEXT_DELTA = b',"delta":{"type":"text_delta","text":'
+_THINKING_DELTA = b',"delta":{"type":"thinking_delta","thinking":'
 
 
 @dataclass(slots=True)
@@ -1192,6 +1195,10 @@ class StreamEncoder:
     def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
         return _DELTA_HEAD + str(index).encode() + b',"delta":' + _encode(delta) + b"}\n\n"
 
+    def _string_delta(self, index: int, head: bytes, text: str) -> bytes:
+        """`_delta` for a delta of one string field, without building the dict."""
+        return _DELTA_HEAD + str(index).encode() + head + _encode(text) + b"}}\n\n"
+
     def _in_block(self, kind: str, content_block: dict[str, Any]) -> tuple[bytes, int]:
         if self._open is not None and self._open.kind == kind:
             return b"", self._open.index
@@ -1202,8 +1209,11 @@ class StreamEncoder:
     def _on_text(self, event: ir.TextDelta) -> bytes:
         if not event.text:
             return b""
+        block = self._open
+        if block is not None and block.kind == "text":
+            return self._string_delta(block.index, _TEXT_DELTA, event.text)
         out, index = self._in_block("text", {"type": "text", "text": ""})
-        return out + self._delta(index, {"type": "text_delta", "text": event.text})
+        return out + self._string_delta(index, _TEXT_DELTA, event.text)
 
     def _in_thinking(self) -> tuple[bytes, _OpenBlock]:
         block = self._open
@@ -1218,7 +1228,7 @@ class StreamEncoder:
         if not event.text:
             return b""
         out, block = self._in_thinking()
-        return out + self._delta(block.index, {"type": "thinking_delta", "thinking": event.text})
+        return out + self._string_delta(block.index, _THINKING_DELTA, event.text)
 
     def _on_signature(self, event: ir.ThinkingSignature) -> bytes:
         out, block = self._in_thinking()

@@ -848,6 +848,61 @@ def build_response(resp: ir.Response, req: ir.Request) -> dict[str, Any]:
 # --- stream: upstream bytes -> ir ----------------------------------------------------
 
 
+class _Delta(msgspec.Struct):
+    content: Any = None
+    refusal: Any = None
+    reasoning_content: Any = None
+    reasoning: Any = None
+    tool_calls: Any = None
+
+
+class _Choice(msgspec.Struct):
+    index: Any = 0
+    delta: _Delta | None = None
+    finish_reason: Any = None
+
+
+class _Chunk(msgspec.Struct):
+    """The fields of a `chat.completion.chunk` the decoder reads; msgspec skips the rest
+    (fingerprints, logprobs...) without building them. A chunk whose shape does not fit
+    is read as plain JSON and brought to this form by `_chunk_from_dict`."""
+
+    id: Any = None
+    model: Any = None
+    created: Any = None
+    choices: list[_Choice] | None = None
+    usage: Any = None
+    error: Any = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_DELTA_FIELDS = _Delta.__struct_fields__
+
+
+def _chunk_from_dict(chunk: dict[str, Any]) -> _Chunk:
+    """What the decoder reads of an odd-shaped chunk: choices and deltas that are not
+    objects are left out, as if absent."""
+    choices = [
+        _Choice(
+            index=choice.get("index", 0),
+            delta=_Delta(**{k: delta.get(k) for k in _DELTA_FIELDS})
+            if isinstance(delta := choice.get("delta"), dict)
+            else None,
+            finish_reason=choice.get("finish_reason"),
+        )
+        for choice in chunk.get("choices") or ()
+        if isinstance(choice, dict)
+    ]
+    return _Chunk(
+        id=chunk.get("id"),
+        model=chunk.get("model"),
+        created=chunk.get("created"),
+        choices=choices,
+        usage=chunk.get("usage"),
+        error=chunk.get("error"),
+    )
+
+
 @dataclass(slots=True)
 class _Call:
     """One upstream tool call (by `index`) while its fragments arrive."""
@@ -903,51 +958,53 @@ class StreamDecoder:
             self._end(events)
             return
         try:
-            chunk = _decode(data)
+            chunk = _decode_chunk(data)
+        except msgspec.ValidationError:  # valid JSON of another shape
+            document = _decode(data)
+            if not isinstance(document, dict):
+                return
+            chunk = _chunk_from_dict(document)
         except msgspec.DecodeError:
             self._fail(events, ir.Error(502, "bad_gateway", "upstream sent malformed JSON"))
             return
-        if not isinstance(chunk, dict):
-            return
-        if chunk.get("error"):
-            self._fail(events, _error_from_payload(chunk["error"], 500))
+        if chunk.error:
+            self._fail(events, _error_from_payload(chunk.error, 500))
             return
         if not self._started:
-            self._start(chunk, events)
-        usage = chunk.get("usage")
+            self._start(chunk.id, chunk.model, chunk.created, events)
+        usage = chunk.usage
         if isinstance(usage, dict):
             self._usage = parse_usage(usage)
-        for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+        for choice in chunk.choices or ():
+            if choice.index == 0:
                 self._on_choice(choice, events)
 
-    def _start(self, chunk: dict[str, Any], events: list[ir.Event]) -> None:
+    def _start(self, id: Any, model: Any, created: Any, events: list[ir.Event]) -> None:
         self._started = True
         events.append(
-            ir.Start(
-                id=chunk.get("id") or _new_id("chatcmpl-"),
-                model=chunk.get("model") or "",
-                created=chunk.get("created") or 0,
-            )
+            ir.Start(id=id or _new_id("chatcmpl-"), model=model or "", created=created or 0)
         )
 
-    def _on_choice(self, choice: dict[str, Any], events: list[ir.Event]) -> None:
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
+    def _on_choice(self, choice: _Choice, events: list[ir.Event]) -> None:
+        # truthiness first: most fields of most chunks are absent or null
+        delta = choice.delta
+        if delta is not None:
+            reasoning = delta.reasoning_content or delta.reasoning
+            if reasoning and isinstance(reasoning, str):
                 self._content(ir.ThinkingDelta(reasoning), events)
-            for key in ("content", "refusal"):
-                text = delta.get(key)
-                if isinstance(text, str) and text:
-                    self._content(ir.TextDelta(text), events)
-            calls = delta.get("tool_calls")
-            if isinstance(calls, list):
+            text = delta.content
+            if text and isinstance(text, str):
+                self._content(ir.TextDelta(text), events)
+            text = delta.refusal
+            if text and isinstance(text, str):
+                self._content(ir.TextDelta(text), events)
+            calls = delta.tool_calls
+            if calls and isinstance(calls, list):
                 for position, fragment in enumerate(calls):
                     if isinstance(fragment, dict):
                         self._fragment(fragment, position, events)
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason:
+        reason = choice.finish_reason
+        if reason and isinstance(reason, str):
             self._finish = reason
             self._flush(events)
 
@@ -1007,7 +1064,7 @@ class StreamDecoder:
 
     def _end(self, events: list[ir.Event]) -> None:
         if not self._started:
-            self._start({}, events)
+            self._start(None, None, None, events)
         self._flush(events)
         self._done = True
         reason = _FINISH_FROM_WIRE.get(self._finish or "stop", "stop")

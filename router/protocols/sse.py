@@ -27,44 +27,47 @@ class SSEParser:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEvent]:
-        self._buffer += chunk
-        events: list[SSEvent] = []
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                break
-            line = self._buffer[:newline].rstrip(b"\r").decode("utf-8")
-            self._buffer = self._buffer[newline + 1 :]
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
-        return events
+        # Only the complete lines are decoded, in one piece (a line end never falls
+        # inside a UTF-8 sequence); the partial last line waits for the next chunk.
+        buffer = self._buffer + chunk if self._buffer else chunk
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 1 :]
+        text = buffer[:end].decode("utf-8")
+        lines = text.split("\n")
+        if "\r" in text:
+            lines = [line.rstrip("\r") for line in lines]
+        return self._lines(lines)
 
     def close(self) -> list[SSEvent]:
         """Flush a final event that was not followed by a blank line."""
         events = self.feed(b"\n") if self._buffer else []
-        event = self._line("")
-        if event is not None:
-            events.append(event)
-        return events
+        return events + self._lines([""])
 
-    def _line(self, line: str) -> SSEvent | None:
-        if not line:
-            if not self._data and self._event is None:
-                return None
-            event = SSEvent(self._event, "\n".join(self._data))
-            self._event, self._data = None, []
-            return event
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        return None
+    def _lines(self, lines: list[str]) -> list[SSEvent]:
+        events: list[SSEvent] = []
+        data, event = self._data, self._event
+        for line in lines:
+            if line.startswith("data:"):  # most lines
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif not line:
+                if data or event is not None:
+                    events.append(SSEvent(event, data[0] if len(data) == 1 else "\n".join(data)))
+                    data, event = [], None
+            elif line[0] == ":":
+                continue
+            else:
+                name, _, value = line.partition(":")
+                if value[:1] == " ":
+                    value = value[1:]
+                if name == "data":
+                    data.append(value)
+                elif name == "event":
+                    event = value
+        self._data, self._event = data, event
+        return events
 
 
 def data_line(payload: object) -> bytes:

@@ -250,7 +250,7 @@ async def _prime_wire_stream(
     transformer: StreamTransformer | None = None,
 ) -> PrimedStream:
     decoder = upstream.StreamDecoder()
-    chunks: AsyncIterator[bytes] = response.aiter_bytes()
+    chunks = _body_chunks(response)
     if transformer is not None:
         chunks = _transformed(chunks, transformer)
     head_raw: list[bytes] = []
@@ -282,18 +282,26 @@ async def _prime_wire_stream(
     except BaseException:
         await response.aclose()
         raise
-    rest = _until(chunks, limits.total)
     if passthrough:
         return PrimedStream(
-            raw=rest,
+            raw=_until(chunks, limits.total),
             head_raw=head_raw,
             head_events=head_events,
             close=response.aclose,
             decoder=decoder,
         )
     return PrimedStream(
-        events=_decoded(rest, decoder), head_events=head_events, close=response.aclose
+        events=_decoded(chunks, decoder, limits.total),
+        head_events=head_events,
+        close=response.aclose,
     )
+
+
+def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives; httpx's decoding layer only when it has work to do."""
+    if "content-encoding" in response.headers:
+        return response.aiter_bytes()
+    return response.aiter_raw()
 
 
 def _primed_by(events: list[ir.Event], retry_on: frozenset[int | str]) -> bool:
@@ -322,8 +330,18 @@ async def _until(chunks: AsyncIterator[Any], deadline: float) -> AsyncIterator[A
 _END = object()
 
 
-async def _decoded(chunks: AsyncIterator[bytes], decoder: Any) -> AsyncIterator[ir.Event]:
-    async for chunk in chunks:
+async def _decoded(
+    chunks: AsyncIterator[bytes], decoder: Any, deadline: float
+) -> AsyncIterator[ir.Event]:
+    """`_until` and the decoder in one generator: one resumption less per chunk."""
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise _timed_out("stream exceeded the total timeout") from None
+        if chunk is None:
+            break
         for event in decoder.feed(chunk):
             yield event
     for event in decoder.close():
