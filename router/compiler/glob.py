@@ -58,8 +58,7 @@ def glob_test(pattern: str) -> Callable[[str], bool]:
     if not is_glob(pattern):
         return pattern.__eq__
     if not star_only(pattern):
-        regex = compile_glob(pattern)
-        return lambda s: regex.match(s) is not None
+        return _LazyGlob(pattern).test
     parts = pattern.split("*")
     head, tail, middle = parts[0], parts[-1], [p for p in parts[1:-1] if p]
     least = len(head) + len(tail) + sum(map(len, middle))
@@ -78,3 +77,20 @@ def glob_test(pattern: str) -> Callable[[str], bool]:
         return True
 
     return test
+
+
+class _LazyGlob:
+    """A `?`/`[...]` glob whose regex is compiled on first use: a big config has many
+    such routes (about 0.1 ms of `re.compile` each) and most are never asked about."""
+
+    __slots__ = ("pattern", "regex")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.regex: re.Pattern[str] | None = None
+
+    def test(self, text: str) -> bool:
+        regex = self.regex
+        if regex is None:
+            regex = self.regex = compile_glob(self.pattern)
+        return regex.match(text) is not None
