@@ -1,5 +1,6 @@
-"""In-process micro-benchmarks: route resolution among 10 vs 10,000 routes and the compile
-time of 10,000 routes. Configs are generated into a temp dir.
+"""In-process micro-benchmarks: route resolution among 10 vs 10,000 routes, the compile
+time of 10,000 routes, and case (c)'s stream translation (the canned OpenAI Chat stream
+decoded and re-encoded for an Anthropic client). Configs are generated into a temp dir.
 
 python -m bench.micro [--json] [--quick]"""
 
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from router.compiler import compile_config
 from router.compiler.plan import Plan
+from router.protocols import anthropic, openai_chat
+
+BENCH = Path(__file__).parent
 
 PROVIDERS = """providers:
   p0: {type: openai-custom, instances: [{id: i0, base_url: "http://127.0.0.1:9/v1", api_key: k}]}
@@ -115,6 +119,28 @@ def compile_times(directory: Path, runs: int) -> list[float]:
     return times
 
 
+def translate_stream(request: object, chunks: list[bytes]) -> bytes:
+    """What the gateway does to case (c)'s upstream bytes: decode, encode, join."""
+    decoder = openai_chat.StreamDecoder()
+    encoder = anthropic.StreamEncoder(request)  # type: ignore[arg-type]
+    out = [b"".join([encoder.encode(event) for event in decoder.feed(c)]) for c in chunks]
+    out.append(b"".join([encoder.encode(event) for event in decoder.close()]))
+    return b"".join(out)
+
+
+def stream_us(loops: int, repeat: int) -> dict[str, float]:
+    """Best microseconds per stream, the upstream body in one piece and in 97-byte chunks."""
+    body = (BENCH / "canned" / "openai_chat.sse").read_bytes()
+    document = json.loads((BENCH / "requests" / "c_anthropic_stream.json").read_bytes())
+    request = anthropic.parse_request(document)
+    pieces = [body[i : i + 97] for i in range(0, len(body), 97)]
+    calls: dict[str, Callable[[], object]] = {
+        "whole": partial(translate_stream, request, [body]),
+        "97-byte chunks": partial(translate_stream, request, pieces),
+    }
+    return {name: ns / 1000 for name, ns in per_call_ns(calls, loops, repeat).items()}
+
+
 def run(quick: bool = False) -> dict[str, object]:
     loops, repeat = (10_000, 10) if quick else (20_000, 20)
     with tempfile.TemporaryDirectory(prefix="router-bench-micro-") as tmp:
@@ -123,6 +149,7 @@ def run(quick: bool = False) -> dict[str, object]:
         resolve = resolution(plans, loops, repeat)
         times = compile_times(big, 3 if quick else 5)
         small_times = compile_times(small, 3)
+    stream = stream_us(200 if quick else 500, repeat)
     ratios = {name: ns["10000"] / ns["10"] for name, ns in resolve.items()}
     return {
         "resolve_ns": resolve,
@@ -130,6 +157,7 @@ def run(quick: bool = False) -> dict[str, object]:
         "resolve_ratio_worst": max(ratios.values()),
         "compile_10k_s": {"min": min(times), "median": statistics.median(times)},
         "compile_10_s": {"min": min(small_times)},
+        "stream_c_us": stream,
     }
 
 
@@ -142,6 +170,8 @@ def render(result: dict) -> str:
     c10k, c10 = result["compile_10k_s"], result["compile_10_s"]
     out.append(f"compile 10,000 routes: {c10k['min']:.3f} s min, {c10k['median']:.3f} s median")
     out.append(f"compile 10 routes:     {c10['min'] * 1000:.1f} ms min")
+    for name, us in result["stream_c_us"].items():
+        out.append(f"stream (c) translation, {name}: {us:.0f} us per stream")
     return "\n".join(out)
 
 

@@ -115,6 +115,8 @@ def other_tables(results: dict[str, Any]) -> list[str]:
             lines.append(f"  {name:<22}{ns['10']:>11.0f}{ns['10000']:>12.0f}{ratio:>8.2f}")
         c = micro["compile_10k_s"]
         lines.append(f"compile 10,000 routes: {c['min']:.3f} s (min), {c['median']:.3f} s (median)")
+        for name, us in micro.get("stream_c_us", {}).items():
+            lines.append(f"stream (c) decode+encode in process, {name}: {us:.0f} us per stream")
     return lines
 
 
