@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable
 
@@ -38,8 +39,12 @@ def glob_problem(pattern: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=65536)
 def compile_glob(pattern: str) -> re.Pattern[str]:
-    """A compiled regex; use `.match(text)` (the translation is anchored at the end)."""
+    """A compiled regex; use `.match(text)` (the translation is anchored at the end).
+    Remembered, because the shadow check and the matcher both ask for every pattern and
+    re's own cache keeps only 512; compiled eagerly by the compiler, so the hot path
+    never compiles one."""
     return re.compile(fnmatch.translate(pattern))
 
 
@@ -58,7 +63,8 @@ def glob_test(pattern: str) -> Callable[[str], bool]:
     if not is_glob(pattern):
         return pattern.__eq__
     if not star_only(pattern):
-        return _LazyGlob(pattern).test
+        regex = compile_glob(pattern)
+        return lambda s: regex.match(s) is not None
     parts = pattern.split("*")
     head, tail, middle = parts[0], parts[-1], [p for p in parts[1:-1] if p]
     least = len(head) + len(tail) + sum(map(len, middle))
@@ -78,19 +84,3 @@ def glob_test(pattern: str) -> Callable[[str], bool]:
 
     return test
 
-
-class _LazyGlob:
-    """A `?`/`[...]` glob whose regex is compiled on first use: a big config has many
-    such routes (about 0.1 ms of `re.compile` each) and most are never asked about."""
-
-    __slots__ = ("pattern", "regex")
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self.regex: re.Pattern[str] | None = None
-
-    def test(self, text: str) -> bool:
-        regex = self.regex
-        if regex is None:
-            regex = self.regex = compile_glob(self.pattern)
-        return regex.match(text) is not None
