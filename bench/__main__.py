@@ -260,9 +260,7 @@ def main() -> int:
         rss_idle = rss(router)
         if "litellm" in running:
             running["litellm"].wait()
-        order = [
-            n for n in ("direct", "floor", "floor-httpx", "router", "litellm") if n in wanted
-        ]
+        order = [n for n in ("direct", "floor", "floor-httpx", "router", "litellm") if n in wanted]
         for name in order:
             for case in cases:
                 smoke(running[name], case)

@@ -69,14 +69,10 @@ def _parser() -> argparse.ArgumentParser:
         help="test files (default: routes.test.yaml in the config dir)",
     )
     oauth = command("oauth", "sign in a Google OAuth provider instance", _oauth)
-    oauth.add_argument(
-        "provider", help="gemini-cli-oauth or gemini-antigravity (type or pool)"
-    )
+    oauth.add_argument("provider", help="gemini-cli-oauth or gemini-antigravity (type or pool)")
     oauth.add_argument("--instance", help="instance id (default: the pool's first)")
     oauth.add_argument("--callback-host", help="external host for the callback (Docker, remote)")
-    oauth.add_argument(
-        "--callback-port", type=int, help="8085 (gemini), 8086 (antigravity)"
-    )
+    oauth.add_argument("--callback-port", type=int, help="8085 (gemini), 8086 (antigravity)")
     return parser
 
 

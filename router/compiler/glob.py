@@ -83,4 +83,3 @@ def glob_test(pattern: str) -> Callable[[str], bool]:
         return True
 
     return test
-
