@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         default="direct,floor,router,litellm",
-        help="comma-separated: direct, floor, floor-httpx, router, litellm",
+        help="comma-separated: direct, floor, floor-aiohttp, floor-httpx, router, litellm",
     )
     parser.add_argument("--cases", default="a,b,c", help="comma-separated: a, b, c")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (router serve)")
@@ -252,15 +252,17 @@ def main() -> int:
             running["litellm"] = systems.start_litellm(workdir, logdir, base, wait=False)
         if "floor" in wanted:
             running["floor"] = systems.start_floor(logdir, base)
-        if "floor-httpx" in wanted:
-            running["floor-httpx"] = systems.start_floor(logdir, base, "httpx")
+        for transport in ("aiohttp", "httpx"):
+            if f"floor-{transport}" in wanted:
+                running[f"floor-{transport}"] = systems.start_floor(logdir, base, transport)
         router = systems.start_router(workdir, logdir, base, args.workers)
         running["router"] = router
         time.sleep(1.0)
         rss_idle = rss(router)
         if "litellm" in running:
             running["litellm"].wait()
-        order = [n for n in ("direct", "floor", "floor-httpx", "router", "litellm") if n in wanted]
+        known = ("direct", "floor", "floor-aiohttp", "floor-httpx", "router", "litellm")
+        order = [name for name in known if name in wanted]
         for name in order:
             for case in cases:
                 smoke(running[name], case)

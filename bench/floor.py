@@ -1,8 +1,8 @@
-"""The Python floor: Granian + a bare ASGI app + the gateway's own pooled upstream client
-(`router.providers.http.client_for`: httpx over the httpx-aiohttp transport) that forwards
-the request body to FLOOR_UPSTREAM + path and streams the answer back. No parsing, no
-routing. `FLOOR_TRANSPORT=httpx` uses httpx's own pool instead (httpcore), like the
-gateway under ROUTER_UPSTREAM_TRANSPORT=httpx.
+"""The Python floor: Granian + a bare ASGI app + the gateway's own upstream client for
+model calls (`router.providers.http.post`: the native keep-alive pool) that forwards the
+request body to FLOOR_UPSTREAM + path and streams the answer back. No parsing, no
+routing. `FLOOR_TRANSPORT=aiohttp` (httpx over aiohttp) or `httpx` (httpx's own pool,
+httpcore) use the other clients, like the gateway under ROUTER_UPSTREAM_TRANSPORT.
 
 python bench/floor.py PORT"""
 
@@ -18,11 +18,11 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 UPSTREAM = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:8089")
-os.environ["ROUTER_UPSTREAM_TRANSPORT"] = os.environ.get("FLOOR_TRANSPORT", "aiohttp")
+os.environ["ROUTER_UPSTREAM_TRANSPORT"] = os.environ.get("FLOOR_TRANSPORT", "native")
 
-from router.providers.http import client_for  # noqa: E402  (reads the variable above)
+from router.providers.http import post  # noqa: E402  (reads the variable above)
 
-client = client_for(False)  # no system proxy, as in the gateway's bench config
+HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -34,13 +34,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     while more:
         message = await receive()
         body, more = body + message.get("body", b""), message.get("more_body", False)
-    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
-    request = client.build_request("POST", UPSTREAM + scope["path"], content=body, headers=headers)
-    response = await client.send(request, stream=True)
-    content_type = response.headers.get("content-type", "application/json").encode()
+    # no system proxy (False), as in the gateway's bench config
+    response = await post(False, UPSTREAM + scope["path"], HEADERS, body, 600.0, 10.0)
+    content_type = (response.headers.get("content-type") or "application/json").encode()
     start = {"type": "http.response.start", "status": response.status_code}
     await send({**start, "headers": [(b"content-type", content_type)]})
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_bytes():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await response.aclose()
     await send({"type": "http.response.body", "body": b""})

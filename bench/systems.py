@@ -125,13 +125,13 @@ def start_router(workdir: Path, logdir: Path, upstream: str, workers: int = 1) -
     return system
 
 
-def start_floor(logdir: Path, upstream: str, transport: str = "aiohttp") -> System:
-    """The floor with the gateway's own upstream client (httpx over aiohttp), or with
-    `transport="httpx"` httpx's own pool."""
+def start_floor(logdir: Path, upstream: str, transport: str = "native") -> System:
+    """The floor with the gateway's own client for model calls (the native pool), or with
+    `transport="aiohttp"` httpx over aiohttp, `"httpx"` httpx's own pool."""
     port = procs.free_port()
     argv = [sys.executable, str(BENCH / "floor.py"), str(port)]
     env = {"FLOOR_UPSTREAM": upstream, "FLOOR_TRANSPORT": transport}
-    name = "floor" if transport == "aiohttp" else f"floor-{transport}"
+    name = "floor" if transport == "native" else f"floor-{transport}"
     proc = procs.start(name, argv, logdir, env=env)
     url = f"http://127.0.0.1:{port}"
     system = System(name, url, proc, gateway=False, ready=url + "/")

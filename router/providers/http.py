@@ -1,18 +1,25 @@
-"""One pooled HTTP client per process and proxy setting, shared by every adapter, and the
-header hygiene of every upstream request.
+"""The upstream clients, shared by every adapter, and the header hygiene of every upstream
+request.
 
-The client is httpx's API over aiohttp's pool (router/providers/transport.py);
-ROUTER_UPSTREAM_TRANSPORT=httpx falls back to httpx's own pool (httpcore)."""
+Model calls (`post`) go over the gateway's own keep-alive pool
+(router/providers/connections.py) when they connect directly, and over httpx when a proxy
+is in the way. Everything else (token counting, image fetches, OAuth) uses `client_for`:
+httpx's API over aiohttp's pool (router/providers/transport.py).
+ROUTER_UPSTREAM_TRANSPORT picks the model calls' client: `native` (the default),
+`aiohttp` (httpx over aiohttp for everything) or `httpx` (httpx's own pool, httpcore)."""
 
 from __future__ import annotations
 
 import os
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from functools import lru_cache
 
+import certifi
 import httpx
 
+from router.providers import connections
 from router.providers.transport import AiohttpClient, CookielessClient
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those httpx derives from the request itself.
@@ -31,6 +38,8 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+
+UpstreamResponse = httpx.Response | connections.Response
 
 _clients: dict[str | bool | None, httpx.AsyncClient] = {}
 
@@ -73,8 +82,66 @@ def _verify() -> ssl.SSLContext | bool:
     return True
 
 
+@lru_cache(maxsize=1)
 def _transport() -> str:
-    return os.environ.get("ROUTER_UPSTREAM_TRANSPORT", "aiohttp")
+    return os.environ.get("ROUTER_UPSTREAM_TRANSPORT", "native")
+
+
+async def post(
+    proxy: str | bool | None,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    timeout: float,
+    connect_timeout: float,
+) -> UpstreamResponse:
+    """A model call, answered once the response head arrives; read the body from the
+    result, then `aclose` it. Both kinds of response offer `status_code`, `headers.get`,
+    `aread`, `aiter_bytes` (decoded) and `aclose`; errors are httpx's."""
+    if _direct(proxy, url):
+        pool = connections.pool_for(_tls_context())
+        return await pool.post(url, headers, body, connect_timeout)
+    client = client_for(proxy)
+    request = client.build_request(
+        "POST",
+        parsed_url(url),
+        content=body,
+        headers=headers,
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+    )
+    return await client.send(request, stream=True)
+
+
+def _direct(proxy: str | bool | None, url: str) -> bool:
+    """Whether a call to `url` connects straight to it over the native pool."""
+    if _transport() != "native" or isinstance(proxy, str):
+        return False
+    if proxy is False:
+        return True
+    where = connections.target(url)
+    return not _system_proxy_applies(where.origin[0], where.origin[1])
+
+
+@lru_cache(maxsize=1024)
+def _system_proxy_applies(scheme: str, host: str) -> bool:
+    """HTTP(S)_PROXY / ALL_PROXY minus NO_PROXY, read like httpx reads them (once: the
+    httpx client also reads them when it is made)."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(host, proxies)
+
+
+@lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    verify = _verify()
+    context = (
+        verify
+        if isinstance(verify, ssl.SSLContext)
+        else ssl.create_default_context(cafile=certifi.where())
+    )
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def is_hop_by_hop(name: str) -> bool:
@@ -104,6 +171,7 @@ def upstream_headers(
 
 
 async def close_all() -> None:
+    connections.close_all()
     for client in list(_clients.values()):
         await client.aclose()
     _clients.clear()

@@ -23,8 +23,9 @@ import httpx
 import msgspec
 
 from router.protocols import ir
+from router.providers import connections
 from router.providers.base import Call, IRAdapter, StreamTransformer, WireAdapter
-from router.providers.http import client_for, parsed_url, upstream_headers
+from router.providers.http import UpstreamResponse, post, upstream_headers
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 _CONTENT_EVENTS = (
@@ -143,7 +144,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: httpx.Headers | connections.Headers) -> float | None:
     return retry_after_seconds(headers.get("retry-after"))
 
 
@@ -181,7 +182,7 @@ async def _send_until_accepted(
     timeout: float,
     limits: Deadlines,
     retry_on: frozenset[int | str],
-) -> httpx.Response:
+) -> UpstreamResponse:
     """Send the call until the upstream accepts it (< 400), asking `adapter.retry` after
     each failure whether to send it again to the same instance."""
     while True:
@@ -204,21 +205,22 @@ async def _send_until_accepted(
 
 async def _send(
     adapter: WireAdapter, call: Call, timeout: float, deadline: float
-) -> httpx.Response:
-    client = client_for(call.instance.proxy)
-    request = client.build_request(
-        "POST",
-        parsed_url(adapter.url(call)),
-        content=adapter.wrap_body(call),
-        headers=upstream_headers(
-            adapter.auth_headers(call.instance), call.instance.headers, call.headers, call.stream
-        ),
-        timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT)),
+) -> UpstreamResponse:
+    headers = upstream_headers(
+        adapter.auth_headers(call.instance), call.instance.headers, call.headers, call.stream
     )
+    body = adapter.wrap_body(call)
     started = _now()
     try:
         async with asyncio.timeout_at(deadline):
-            return await client.send(request, stream=True)
+            return await post(
+                call.instance.proxy,
+                adapter.url(call),
+                headers,
+                body,
+                timeout,
+                min(timeout, _CONNECT_TIMEOUT),
+            )
     except (TimeoutError, httpx.TimeoutException):
         raise _timed_out("no response") from None
     except httpx.HTTPError as exc:
@@ -227,7 +229,7 @@ async def _send(
         upstream_wait().since(started)
 
 
-async def _read(response: httpx.Response, deadline: float) -> bytes:
+async def _read(response: UpstreamResponse, deadline: float) -> bytes:
     started = _now()
     try:
         async with asyncio.timeout_at(deadline):
@@ -242,7 +244,7 @@ async def _read(response: httpx.Response, deadline: float) -> bytes:
 
 
 async def _prime_wire_stream(
-    response: httpx.Response,
+    response: UpstreamResponse,
     upstream: ModuleType,
     passthrough: bool,
     limits: Deadlines,
@@ -297,9 +299,9 @@ async def _prime_wire_stream(
     )
 
 
-def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+def _body_chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
     """The body as it arrives; httpx's decoding layer only when it has work to do."""
-    if "content-encoding" in response.headers:
+    if not isinstance(response, httpx.Response) or "content-encoding" in response.headers:
         return response.aiter_bytes()
     return response.aiter_raw()
 
