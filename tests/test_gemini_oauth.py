@@ -153,10 +153,10 @@ async def raw_stream(primed: PrimedStream) -> bytes:
 
 
 async def event_stream(primed: PrimedStream) -> list[ir.Event]:
-    assert primed.events is not None
+    assert primed.batches is not None
     events = list(primed.head_events)
-    async for event in primed.events:
-        events.append(event)
+    async for batch in primed.batches:
+        events.extend(batch)
     await primed.close()  # type: ignore[misc]
     return events
 

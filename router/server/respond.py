@@ -238,16 +238,25 @@ async def _encode_events(
         # the client rather than one per event (often the whole of a short stream).
         if head := b"".join([encoder.encode(event) for event in primed.head_events]):
             yield mapper(head)
-        assert primed.events is not None
+        assert primed.batches is not None
         if isinstance(end, ir.Error):
             health.fail(provider.health, end.status, end.message)
         else:
-            async for event in primed.events:
-                ended = ended or isinstance(event, ir.Finish | ir.Error)
-                if chunk := encoder.encode(event):
-                    yield mapper(chunk)
-                if isinstance(event, ir.Error):
-                    health.fail(provider.health, event.status, event.message)
+            async for events in primed.batches:
+                # the events of one upstream read go out in one write, as they came in
+                out, failed = [], None
+                for event in events:
+                    if chunk := encoder.encode(event):
+                        out.append(chunk)
+                    if isinstance(event, ir.Finish):
+                        ended = True
+                    elif isinstance(event, ir.Error):
+                        ended, failed = True, event
+                        break
+                if out:
+                    yield mapper(b"".join(out))
+                if failed is not None:
+                    health.fail(provider.health, failed.status, failed.message)
                     break
         if not ended:
             yield mapper(

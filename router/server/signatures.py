@@ -84,20 +84,21 @@ def remember_event(event: ir.Event, cache: SignatureCache = CACHE) -> None:
 
 
 async def remember_events(
-    events: AsyncIterator[ir.Event], cache: SignatureCache = CACHE
-) -> AsyncIterator[ir.Event]:
-    """`events`, unchanged, remembering each signed tool call on the way through."""
-    async for event in events:
-        remember_event(event, cache)
-        yield event
+    batches: AsyncIterator[list[ir.Event]], cache: SignatureCache = CACHE
+) -> AsyncIterator[list[ir.Event]]:
+    """`batches`, unchanged, remembering each signed tool call on the way through."""
+    async for events in batches:
+        for event in events:
+            remember_event(event, cache)
+        yield events
 
 
 def watch_stream(primed: PrimedStream, cache: SignatureCache = CACHE) -> None:
     """Remember the signed tool calls of a translated stream as they go by."""
     for event in primed.head_events:
         remember_event(event, cache)
-    if primed.events is not None:
-        primed.events = remember_events(primed.events, cache)
+    if primed.batches is not None:
+        primed.batches = remember_events(primed.batches, cache)
 
 
 def restore(request: ir.Request, cache: SignatureCache = CACHE) -> None:

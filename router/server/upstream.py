@@ -85,7 +85,7 @@ class PrimedStream:
     ir events (`events`) or, for pass-through, raw bytes (`raw`). A pass-through stream
     keeps its `decoder` so the relay can still tell an error event or an early end."""
 
-    events: AsyncIterator[ir.Event] | None = None
+    batches: AsyncIterator[list[ir.Event]] | None = None  # the events of one read each
     raw: AsyncIterator[bytes] | None = None
     head_events: list[ir.Event] = field(default_factory=list)
     head_raw: list[bytes] = field(default_factory=list)
@@ -293,7 +293,7 @@ async def _prime_wire_stream(
             decoder=decoder,
         )
     return PrimedStream(
-        events=_decoded(chunks, decoder, limits.total),
+        batches=_decoded(chunks, decoder, limits.total),
         head_events=head_events,
         close=response.aclose,
     )
@@ -334,8 +334,9 @@ _END = object()
 
 async def _decoded(
     chunks: AsyncIterator[bytes], decoder: Any, deadline: float
-) -> AsyncIterator[ir.Event]:
-    """`_until` and the decoder in one generator: one resumption less per chunk."""
+) -> AsyncIterator[list[ir.Event]]:
+    """`_until` and the decoder in one generator, yielding the events of each chunk
+    together: they go to the client in one write."""
     while True:
         try:
             async with asyncio.timeout_at(deadline):
@@ -344,10 +345,15 @@ async def _decoded(
             raise _timed_out("stream exceeded the total timeout") from None
         if chunk is None:
             break
-        for event in decoder.feed(chunk):
-            yield event
-    for event in decoder.close():
-        yield event
+        if events := decoder.feed(chunk):
+            yield events
+    if events := decoder.close():
+        yield events
+
+
+async def _one_by_one(events: AsyncIterator[ir.Event]) -> AsyncIterator[list[ir.Event]]:
+    async for event in events:
+        yield [event]
 
 
 async def _transformed(
@@ -405,7 +411,8 @@ async def call_ir(
     except BaseException:
         await stream.aclose()
         raise
-    return PrimedStream(events=_until(stream, limits.total), head_events=head, close=stream.aclose)
+    events = _one_by_one(_until(stream, limits.total))
+    return PrimedStream(batches=events, head_events=head, close=stream.aclose)
 
 
 def decode_json(body: bytes) -> dict:
