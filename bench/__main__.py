@@ -33,7 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="length of each wrk run (default 10)")
     parser.add_argument(
         "--systems",
-        default="direct,floor,router,litellm",
+        default="direct,floor,floor-aiohttp,router,litellm",
         help="comma-separated: direct, floor, floor-aiohttp, floor-httpx, router, litellm",
     )
     parser.add_argument("--cases", default="a,b,c", help="comma-separated: a, b, c")

@@ -8,7 +8,7 @@ from typing import Any
 from bench.load import Result
 from bench.systems import Case
 
-RATIO_AGAINST = ("direct", "floor", "litellm")
+RATIO_AGAINST = ("direct", "floor", "floor-aiohttp", "litellm")
 
 
 def _ms(value: float | None) -> str:
@@ -182,7 +182,12 @@ def targets(results: dict[str, Any]) -> list[str]:
     if "reload" in results:
         res: Result = results["reload"]["result"]
         rows.append((res.errors == 0, f"errors during 10/s reloads: {res.errors} (0)"))
-    return ["targets (issue 6)"] + [f"  [{_check(ok)}] {text}" for ok, text in rows]
+    lines = ["targets (issue 6)"] + [f"  [{_check(ok)}] {text}" for ok, text in rows]
+    for run in ("c16", "c64"):
+        router, other = rps("b", "router", run), rps("b", "floor-aiohttp", run)
+        if router and other:  # the pass-through on the best off-the-shelf client
+            lines.append(f"  [info] (b) rps@{run[1:]} vs floor-aiohttp: {router / other:.2f}x")
+    return lines
 
 
 def render(results: dict[str, Any], order: Sequence[str], cases: Sequence[Case]) -> str:

@@ -5,6 +5,7 @@ every way a body can be delimited, decoding, early ends, errors and timeouts."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 from collections.abc import Awaitable, Callable
 
@@ -385,6 +386,34 @@ def test_cancelled_call_closes_its_connection_and_frees_its_slot(
             # the only slot is free again, and the next call gets a new connection
             assert await asyncio.wait_for(fetch(server.url), 2) == (200, JSON)
             assert server.connections == 2
+
+    run(main())
+
+
+def test_answer_dropped_without_closing_frees_its_slot_and_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connections, "MAX_CONNECTIONS_PER_ORIGIN", 1)
+
+    async def main() -> None:
+        async def handler(reader, writer, number):
+            await server.request(reader)
+            if number == 1:
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                await writer.drain()
+                await reader.read()  # returns when the client hangs up
+                server.closed.set()
+                return
+            writer.write(answer())
+            await writer.drain()
+
+        async with RawServer(handler) as server:
+            response = await post(server.url)
+            assert response.status_code == 200
+            del response  # never read, never closed
+            gc.collect()
+            await asyncio.wait_for(server.closed.wait(), 2)
+            assert await asyncio.wait_for(fetch(server.url), 2) == (200, JSON)
 
     run(main())
 

@@ -14,6 +14,7 @@ alike. `ROUTER_UPSTREAM_TRANSPORT=aiohttp` or `httpx` turns this client off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import zlib
@@ -258,6 +259,14 @@ class Response:
             return
         self._closed = True
         self._connection.pool.release(self._connection)
+
+    def __del__(self) -> None:
+        # Dropped without aclose (a client that went away between the upstream's answer
+        # and the relay): free the slot and close the connection all the same.
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self._connection.pool.release(self._connection)
 
     def _decode(self, chunk: bytes) -> bytes:
         assert self._decoder is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 
@@ -49,6 +50,8 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
     tasks: list[asyncio.Task] = []
 
     async def start_watcher() -> None:
+        if os.environ.get("ROUTER_GC_FREEZE", "1") != "0":
+            gc.freeze()
         tasks.append(asyncio.create_task(watch(holder, stop, config=bool(watch_config))))
 
     async def shutdown() -> None:
