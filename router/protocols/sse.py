@@ -36,10 +36,23 @@ class SSEParser:
             return []
         self._buffer = buffer[end + 1 :]
         text = buffer[:end].decode("utf-8")
-        lines = text.split("\n")
         if "\r" in text:
-            lines = [line.rstrip("\r") for line in lines]
-        return self._lines(lines)
+            return self._lines([line.rstrip("\r") for line in text.split("\n")])
+        if self._data or self._event is not None:  # an event is open: finish it line by line
+            return self._lines(text.split("\n"))
+        return self._blocks(text)
+
+    def _blocks(self, text: str) -> list[SSEvent]:
+        """Whole events at a time: most are one `data: ...` line (the last block may
+        still be open, and goes line by line)."""
+        events: list[SSEvent] = []
+        *blocks, last = text.split("\n\n")
+        for block in blocks:
+            if block.startswith("data: ") and "\n" not in block:
+                events.append(SSEvent(None, block[6:]))
+            elif block:
+                events += self._lines([*block.split("\n"), ""])
+        return events + self._lines(last.split("\n"))
 
     def close(self) -> list[SSEvent]:
         """Flush a final event that was not followed by a blank line."""

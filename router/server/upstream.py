@@ -257,6 +257,7 @@ async def _prime_wire_stream(
         chunks = _transformed(chunks, transformer)
     head_raw: list[bytes] = []
     head_events: list[ir.Event] = []
+    rest = b""  # what arrived with the first content but was not decoded yet
     wait = upstream_wait()
     try:
         while True:
@@ -266,14 +267,17 @@ async def _prime_wire_stream(
                     chunk = await anext(chunks, None)
             finally:
                 wait.since(started)
-            events = decoder.feed(chunk) if chunk is not None else decoder.close()
-            if chunk is not None:
-                head_raw.append(chunk)
-            head_events.extend(events)
-            if _primed_by(events, retry_on):
-                break
-            if chunk is None:  # ended with no content and no error: treat as broken
+            if chunk is None:
+                head_events.extend(events := decoder.close())
+                if _primed_by(events, retry_on):
+                    break
+                # ended with no content and no error: treat as broken
                 raise AttemptFailed(ir.Error(502, "bad_gateway", "empty upstream stream"), True)
+            fed, primed = _feed_until_content(decoder, chunk, head_events, retry_on)
+            head_raw.append(chunk[:fed])
+            if primed:
+                rest = chunk[fed:]
+                break
     except (TimeoutError, httpx.TimeoutException):
         await response.aclose()
         raise _timed_out("no first token") from None
@@ -286,14 +290,14 @@ async def _prime_wire_stream(
         raise
     if passthrough:
         return PrimedStream(
-            raw=_until(chunks, limits.total),
+            raw=_until(chunks, limits.total, rest),
             head_raw=head_raw,
             head_events=head_events,
             close=response.aclose,
             decoder=decoder,
         )
     return PrimedStream(
-        batches=_decoded(chunks, decoder, limits.total),
+        batches=_decoded(chunks, decoder, limits.total, rest),
         head_events=head_events,
         close=response.aclose,
     )
@@ -306,6 +310,28 @@ def _body_chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
     return response.aiter_raw()
 
 
+def _feed_until_content(
+    decoder: Any,
+    chunk: bytes,
+    events: list[ir.Event],
+    retry_on: frozenset[int | str],
+) -> tuple[int, bool]:
+    """Feed `chunk` one event (up to a blank line) at a time until content arrives, so a
+    chunk carrying a whole stream does not hold up the first write to the client. Returns
+    how many bytes were fed and whether content arrived. Decoders take any chunking."""
+    start = 0
+    while True:
+        end = chunk.find(b"\n\n", start)
+        end = len(chunk) if end < 0 else end + 2
+        new = decoder.feed(chunk[start:end])
+        events.extend(new)
+        if _primed_by(new, retry_on):
+            return end, True
+        if end == len(chunk):
+            return end, False
+        start = end
+
+
 def _primed_by(events: list[ir.Event], retry_on: frozenset[int | str]) -> bool:
     """True once content arrived; raises on an error event before it."""
     for event in events:
@@ -316,8 +342,13 @@ def _primed_by(events: list[ir.Event], retry_on: frozenset[int | str]) -> bool:
     return False
 
 
-async def _until(chunks: AsyncIterator[Any], deadline: float) -> AsyncIterator[Any]:
-    """`chunks` until the total deadline; past it, AttemptFailed (a mid-stream error)."""
+async def _until(
+    chunks: AsyncIterator[Any], deadline: float, first: bytes = b""
+) -> AsyncIterator[Any]:
+    """`first` (when not empty), then `chunks` until the total deadline; past it,
+    AttemptFailed (a mid-stream error)."""
+    if first:
+        yield first
     while True:
         try:
             async with asyncio.timeout_at(deadline):
@@ -333,10 +364,12 @@ _END = object()
 
 
 async def _decoded(
-    chunks: AsyncIterator[bytes], decoder: Any, deadline: float
+    chunks: AsyncIterator[bytes], decoder: Any, deadline: float, first: bytes = b""
 ) -> AsyncIterator[list[ir.Event]]:
     """`_until` and the decoder in one generator, yielding the events of each chunk
     together: they go to the client in one write."""
+    if first and (events := decoder.feed(first)):
+        yield events
     while True:
         try:
             async with asyncio.timeout_at(deadline):
