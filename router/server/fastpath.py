@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from router.protocols import ir
-from router.server.dispatch import DisconnectWatch
+from router.server.dispatch import WATCH_DISCONNECT_AFTER, DisconnectWatch
 from router.server.endpoints import Call, Reply, serve, too_large
 from router.server.errors import error_parts
 from router.server.state import PlanHolder
@@ -135,7 +135,8 @@ async def _send_stream(stream: AsyncIterator[bytes], receive: Receive, send: Sen
     task = asyncio.current_task()
     assert task is not None
     watch = DisconnectWatch(task, receive)
-    watch.start()
+    # as for the call itself: a stream over within this long needs no watcher task
+    timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER, watch.start)
     try:
         async for chunk in stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -147,6 +148,7 @@ async def _send_stream(stream: AsyncIterator[bytes], receive: Receive, send: Sen
     except OSError as exc:  # the server could not write to the client any more
         log.debug("client disconnected mid-stream: %s", exc)
     finally:
+        timer.cancel()
         watch.stop()
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
