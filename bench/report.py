@@ -26,7 +26,9 @@ def _get(matrix: dict[str, Any], case: str, system: str, run: str) -> Result | N
 def load_table(matrix: dict[str, Any], order: Sequence[str], cases: Sequence[Case]) -> list[str]:
     against = [s for s in RATIO_AGAINST if s in order]
     head = f"  {'system':<14}{'rps@16':>8}{'rps@64':>8}{'p50@1':>8}{'p99@1':>8}"
-    head += f"{'p50@16':>8}{'p99@16':>8}{'+p50@1':>8}  " + "".join(f"{'x' + s:>9}" for s in against)
+    widths = [max(9, len(s) + 2) for s in against]
+    head += f"{'p50@16':>8}{'p99@16':>8}{'+p50@1':>8}  "
+    head += "".join(f"{'x' + s:>{w}}" for s, w in zip(against, widths, strict=True))
     lines = ["rps; latency in ms (wrk; total time for streams); +p50@1: over direct;",
              "x<system>: rps@16 relative to that system", ""]  # fmt: skip
     for case in cases:
@@ -39,9 +41,9 @@ def load_table(matrix: dict[str, Any], order: Sequence[str], cases: Sequence[Cas
             added = c1.p50_ms - direct.p50_ms if direct else None
             line = f"  {system:<14}{c16.rps:>8.0f}{c64.rps:>8.0f}{c1.p50_ms:>8.2f}{c1.p99_ms:>8.2f}"
             line += f"{c16.p50_ms:>8.2f}{c16.p99_ms:>8.2f}{_ms(added):>8}  "
-            for other in against:
+            for other, width in zip(against, widths, strict=True):
                 base = _get(matrix, case.key, other, "c16")
-                line += f"{_ratio(c16.rps, base.rps if base else None):>9}"
+                line += f"{_ratio(c16.rps, base.rps if base else None):>{width}}"
             errors = sum(r.errors for r in (c1, c16, c64))
             lines.append(line + (f"  ({errors} errors)" if errors else ""))
         if case.stream:
