@@ -91,6 +91,25 @@ def keep_alive_handler(server_ref: list[RawServer]) -> Handler:
     return handler
 
 
+def first_hangs(server_ref: list[RawServer], head: bytes = b"") -> Handler:
+    """The first connection gets `head` and then nothing until the client hangs up (which
+    sets `closed`); later ones get the JSON answer."""
+
+    async def handler(reader, writer, number):
+        server = server_ref[0]
+        await server.request(reader)
+        if number == 1:
+            writer.write(head)
+            await writer.drain()
+            await reader.read()  # returns when the client hangs up
+            server.closed.set()
+            return
+        writer.write(answer())
+        await writer.drain()
+
+    return handler
+
+
 def test_sequential_calls_share_one_connection_and_send_an_exact_request() -> None:
     async def main() -> None:
         ref: list[RawServer] = []
@@ -106,6 +125,7 @@ def test_sequential_calls_share_one_connection_and_send_an_exact_request() -> No
             assert "content-type: application/json" in lines
             assert "content-length: 2" in lines
             assert "accept-encoding: gzip, deflate" in lines
+            assert any(line.startswith("user-agent: router") for line in lines)
             assert body == b"{}"
 
     run(main())
@@ -341,6 +361,11 @@ def test_line_break_in_a_header_value_is_refused_before_sending() -> None:
                 with pytest.raises(httpx.LocalProtocolError):
                     await post(server.url, {"x-note": value})
             assert server.connections == 0
+            response = await post(server.url, {"user-agent": "custom/1"})  # the caller's wins
+            await response.aread()
+            await response.aclose()
+            assert b"user-agent: custom/1\r\n" in server.requests[0][0]
+            assert server.requests[0][0].count(b"user-agent") == 1
 
     run(main())
 
@@ -369,16 +394,9 @@ def test_cancelled_call_closes_its_connection_and_frees_its_slot(
     monkeypatch.setattr(connections, "MAX_CONNECTIONS_PER_ORIGIN", 1)
 
     async def main() -> None:
-        async def handler(reader, writer, number):
-            await server.request(reader)
-            if number == 1:
-                await reader.read()  # never answers; returns when the client hangs up
-                server.closed.set()
-                return
-            writer.write(answer())
-            await writer.drain()
-
-        async with RawServer(handler) as server:
+        ref: list[RawServer] = []
+        async with RawServer(first_hangs(ref)) as server:
+            ref.append(server)
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.3):
                     await post(server.url)
@@ -396,18 +414,10 @@ def test_answer_dropped_without_closing_frees_its_slot_and_connection(
     monkeypatch.setattr(connections, "MAX_CONNECTIONS_PER_ORIGIN", 1)
 
     async def main() -> None:
-        async def handler(reader, writer, number):
-            await server.request(reader)
-            if number == 1:
-                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-                await writer.drain()
-                await reader.read()  # returns when the client hangs up
-                server.closed.set()
-                return
-            writer.write(answer())
-            await writer.drain()
-
-        async with RawServer(handler) as server:
+        ref: list[RawServer] = []
+        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        async with RawServer(first_hangs(ref, head)) as server:
+            ref.append(server)
             response = await post(server.url)
             assert response.status_code == 200
             del response  # never read, never closed

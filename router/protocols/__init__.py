@@ -29,13 +29,22 @@ from __future__ import annotations
 
 from types import ModuleType
 
+_MODULES: dict[str, ModuleType] = {}
+
 
 def module_for(protocol: str) -> ModuleType:
-    from router.protocols import anthropic, gemini, openai_chat, openai_responses
+    module = _MODULES.get(protocol)
+    if module is None:
+        # imported on first use: the protocol modules import this package
+        from router.protocols import anthropic, gemini, openai_chat, openai_responses
 
-    return {
-        "openai-chat": openai_chat,
-        "openai-responses": openai_responses,
-        "anthropic": anthropic,
-        "gemini": gemini,
-    }[protocol]
+        _MODULES.update(
+            {
+                "openai-chat": openai_chat,
+                "openai-responses": openai_responses,
+                "anthropic": anthropic,
+                "gemini": gemini,
+            }
+        )
+        module = _MODULES[protocol]
+    return module

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import ssl
 import time
 import zlib
@@ -34,6 +35,16 @@ _HIGH_WATER = 1 << 20  # buffered body bytes at which reading pauses
 _LOW_WATER = 1 << 18
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _clock = time.monotonic
+
+
+def _user_agent() -> str:
+    try:
+        return f"user-agent: router/{importlib.metadata.version('router')}"
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "user-agent: router"
+
+
+USER_AGENT = _user_agent()
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +380,8 @@ def _request_bytes(where: Target, headers: Mapping[str, str], body: bytes) -> by
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if "accept-encoding" not in headers:
         lines.append("accept-encoding: gzip, deflate")
+    if "user-agent" not in headers:  # some fronts (bot filters) refuse requests without one
+        lines.append(USER_AGENT)
     lines.append(f"content-length: {len(body)}")
     head = "\r\n".join(lines)
     if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
