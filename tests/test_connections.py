@@ -172,6 +172,32 @@ def test_chunked_body_is_relayed_as_it_arrives() -> None:
     run(main())
 
 
+def test_informational_answers_before_the_real_one_are_skipped() -> None:
+    async def main() -> None:
+        ref: list[RawServer] = []
+
+        async def handler(reader, writer, number):
+            while True:
+                await ref[0].request(reader)
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n")
+                writer.write(answer(JSON, "x-real: yes"))
+                await writer.drain()
+
+        async with RawServer(handler) as server:
+            ref.append(server)
+            for _ in range(2):  # and the connection stays usable
+                response = await post(server.url)
+                assert response.status_code == 200
+                assert response.headers.get("x-real") == "yes"
+                assert response.headers.get("link") is None
+                assert await response.aread() == JSON
+                await response.aclose()
+            assert server.connections == 1
+
+    run(main())
+
+
 def test_body_delimited_by_the_end_of_the_connection() -> None:
     async def main() -> None:
         async def handler(reader, writer, number):

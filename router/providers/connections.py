@@ -110,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.received = False  # any byte of this exchange's answer
         self.headers_done = False
+        self.informational = False
         self.complete = False
         self.keep_alive = False
         self.error: Exception | None = None
@@ -160,6 +161,11 @@ class _Connection(asyncio.Protocol):
         self.headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if self.parser.get_status_code() < 200:  # 1xx (103 Early Hints...): the answer follows
+            self.informational = True
+            self.headers = []
+            self.length_known = False
+            return
         self.headers_done = True
         if self.head is not None and not self.head.done():
             self.head.set_result(None)
@@ -173,6 +179,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()  # only valid inside the callback
         if self.head is not None and not self.head.done():
