@@ -5,12 +5,14 @@ itself."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.conftest import write_config
+from tests.fakes.process import FakeUpstream
 from tests.gateway import Gateway
 
 PROMPT = [{"role": "user", "content": "hello"}]
@@ -76,3 +78,33 @@ def test_a_chunked_body_over_the_limit_is_a_413_too(gateway) -> None:
     response = httpx.post(gateway.url + "/v1/chat/completions", content=chunks(), timeout=10)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("fastpath", ["1", "0"])
+def test_client_leaving_mid_stream_is_no_error_on_either_front(tmp_path, fastpath) -> None:
+    with FakeUpstream.start(api_key="key-a") as fake:
+        directory = write_config(
+            tmp_path,
+            {
+                "providers.yaml": f"""
+                    providers:
+                      slow:
+                        type: openai-custom
+                        instances:
+                          - {{ id: slow-1, base_url: "{fake.url}/v1", api_key: key-a }}
+                """,
+                "routes.yaml": "default: slow\n",
+            },
+        )
+        fake.script({"delay_between_events": 0.3, "reply": " ".join(["word"] * 40)})
+        with Gateway(directory, env={"ROUTER_FASTPATH": fastpath}) as gateway:
+            body = {"model": "m", "messages": PROMPT, "stream": True}
+            url = gateway.url + "/v1/chat/completions"
+            with httpx.stream("POST", url, json=body, timeout=10) as response:
+                assert next(response.iter_raw()).startswith(b"data: ")
+            entry = fake.wait_for(lambda log: log and log[0]["disconnected"] and log[0], 5)
+            assert not entry["completed"]
+            time.sleep(0.5)  # anything the gateway logs about it is written by now
+            log = gateway.log()
+    assert "Traceback" not in log
+    assert " ERROR " not in log and "[ERROR]" not in log
