@@ -356,3 +356,6 @@ def test_proxy_setting_per_instance_and_pool(
     seen = {"system": system.log(), "explicit": explicit.log()}
     for name, log in seen.items():
         assert [e["target"] for e in log] == ([target] if name == through else [])
+    # direct calls go over the native pool, proxied ones over httpx (which knows proxies)
+    agent = fake.requests()[0]["headers"]["user-agent"]
+    assert agent.startswith("python-httpx/" if through else "router/"), agent

@@ -74,6 +74,7 @@ def test_https_upstream_through_the_system_proxy_settings(trusting, fake) -> Non
         final = stream.get_final_completion()
     assert final.choices[0].message.content == "echo: over tls"
     assert fake.last_request()["path"] == "/v1/chat/completions"
+    assert fake.last_request()["headers"]["user-agent"].startswith("router/")  # native pool
 
 
 def test_https_upstream_with_proxy_off_still_trusts_ssl_cert_file(trusting, fake) -> None:
@@ -86,6 +87,7 @@ def test_https_upstream_with_proxy_off_still_trusts_ssl_cert_file(trusting, fake
     )
     assert message.content[0].text == "echo: no proxy, private CA"
     assert fake.last_request()["path"] == "/v1/messages"
+    assert fake.last_request()["headers"]["user-agent"].startswith("router/")  # native pool
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5"])
