@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -36,6 +36,7 @@ _CONTENT_EVENTS = (
     ir.Finish,
 )
 _CONNECT_TIMEOUT = 10.0
+T = TypeVar("T")
 _now = time.perf_counter
 
 
@@ -261,12 +262,7 @@ async def _prime_wire_stream(
     wait = upstream_wait()
     try:
         while True:
-            started = _now()
-            try:
-                async with asyncio.timeout_at(limits.first):
-                    chunk = await anext(chunks, None)
-            finally:
-                wait.since(started)
+            chunk = await _next_before(chunks, limits.first, wait)
             if chunk is None:
                 head_events.extend(events := decoder.close())
                 if _primed_by(events, retry_on):
@@ -301,6 +297,17 @@ async def _prime_wire_stream(
         head_events=head_events,
         close=response.aclose,
     )
+
+
+async def _next_before(items: AsyncIterator[T], deadline: float, wait: Stopwatch) -> T | None:
+    """The next item (None at the end), its wait counted as upstream time; TimeoutError
+    past `deadline`."""
+    started = _now()
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await anext(items, None)
+    finally:
+        wait.since(started)
 
 
 def _body_chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
@@ -424,12 +431,7 @@ async def call_ir(
     head: list[ir.Event] = []
     try:
         while True:
-            started = _now()
-            try:
-                async with asyncio.timeout_at(limits.first):
-                    event = await anext(stream, None)
-            finally:
-                wait.since(started)
+            event = await _next_before(stream, limits.first, wait)
             if event is None:
                 raise AttemptFailed(ir.Error(502, "bad_gateway", "provider stream was empty"), True)
             head.append(event)
