@@ -5,8 +5,11 @@ every way a body can be delimited, decoding, early ends, errors and timeouts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import gzip
+import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -363,6 +366,54 @@ def test_refused_connection_is_a_connect_error() -> None:
             await post(f"http://127.0.0.1:{port}/v1")
 
     run(main())
+
+
+def blackhole() -> tuple[socket.socket, list[socket.socket]]:
+    """A loopback port whose accept queue is full: connecting to it hangs (SYNs dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(listener.getsockname())
+        fillers.append(filler)
+    return listener, fillers
+
+
+def test_an_address_that_does_not_answer_holds_the_next_back_only_briefly() -> None:
+    """A host name with two addresses, the first unreachable (a broken IPv6 route, say):
+    the second is tried 0.25 s later instead of after the whole connect timeout."""
+    listener, fillers = blackhole()
+
+    async def main() -> None:
+        ref: list[RawServer] = []
+        async with RawServer(keep_alive_handler(ref)) as server:
+            ref.append(server)
+            stream = (socket.AF_INET, socket.SOCK_STREAM, 6, "")
+            addresses = [(*stream, listener.getsockname()), (*stream, ("127.0.0.1", server.port))]
+
+            async def resolve(host, port, **kwargs):  # the name service's answer
+                assert (host, port) == ("upstream.test", server.port)
+                return addresses
+
+            asyncio.get_running_loop().getaddrinfo = resolve  # type: ignore[method-assign]
+            started = time.monotonic()
+            response = await post(f"http://upstream.test:{server.port}/v1", connect=5.0)
+            assert await response.aread() == b'{"n":1}'
+            await response.aclose()
+            assert connections.HAPPY_EYEBALLS_DELAY <= time.monotonic() - started < 2.0
+            assert (
+                server.requests[0][0].split(b"\r\n")[1] == b"host: upstream.test:%d" % server.port
+            )
+
+    try:
+        run(main())
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()
 
 
 def test_tls_handshake_that_never_completes_is_a_connect_timeout() -> None:

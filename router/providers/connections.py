@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import socket
 import ssl
 import time
 import zlib
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 import httpx
 
+HAPPY_EYEBALLS_DELAY = 0.25
 KEEPALIVE_SECONDS = 4.0  # under the 5 s idle timeout of Node's and many other servers
 MAX_IDLE_PER_ORIGIN = 256
 MAX_CONNECTIONS_PER_ORIGIN = 1000
@@ -310,13 +313,22 @@ class _OriginPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self),
-                    host,
-                    port,
-                    ssl=self.context,
-                    server_hostname=host if self.context is not None else None,
+                addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                # Happy Eyeballs (RFC 8305): an address that does not answer (a broken
+                # IPv6 route, say) holds the next one back by 0.25 s, not the whole timeout.
+                sock = await aiohappyeyeballs.start_connection(
+                    addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
                 )
+                try:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self),
+                        sock=sock,
+                        ssl=self.context,
+                        server_hostname=host if self.context is not None else None,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except ssl.SSLError as exc:
