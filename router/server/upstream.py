@@ -82,11 +82,12 @@ class Answer:
 
 @dataclass(slots=True)
 class PrimedStream:
-    """A stream whose first content has arrived. `head` holds what was read so far:
-    ir events (`events`) or, for pass-through, raw bytes (`raw`). A pass-through stream
-    keeps its `decoder` so the relay can still tell an error event or an early end."""
+    """A stream whose first content has arrived. `head_*` holds what was read so far; the
+    rest follows as ir events (`batches`: the events of one upstream read each) or, for
+    pass-through, raw bytes (`raw`). A pass-through stream keeps its `decoder` so the
+    relay can still tell an error event or an early end."""
 
-    batches: AsyncIterator[list[ir.Event]] | None = None  # the events of one read each
+    batches: AsyncIterator[list[ir.Event]] | None = None
     raw: AsyncIterator[bytes] | None = None
     head_events: list[ir.Event] = field(default_factory=list)
     head_raw: list[bytes] = field(default_factory=list)
