@@ -126,7 +126,8 @@ async def provider_health(request: Request) -> Response:
     return _json(provider_health_document(plan))
 
 
-def _admin(request: Request) -> Plan:
+def admin_plan(request: Request) -> Plan:
+    """The live plan, once the request shows an admin key (ir.Error 401/403 otherwise)."""
     plan = _holder(request).plan
     if plan is None:
         raise ir.Error(503, "unavailable", "no valid configuration loaded")
@@ -138,7 +139,7 @@ def _admin(request: Request) -> Plan:
 @post("/api/reload-config", status_code=200)
 async def reload_config(request: Request) -> Response:
     try:
-        _admin(request)
+        admin_plan(request)
     except ir.Error as error:
         return error_response("openai-chat", error)
     holder = _holder(request)
@@ -169,7 +170,7 @@ def _providers_named(plan: Plan, name: str) -> list[Provider]:
 @post("/api/providers/{name:str}/reset-health", status_code=200)
 async def reset_health(request: Request, name: str) -> Response:
     try:
-        providers = _providers_named(_admin(request), name)
+        providers = _providers_named(admin_plan(request), name)
     except ir.Error as error:
         return error_response("openai-chat", error)
     for provider in providers:
@@ -183,7 +184,7 @@ async def health_check(request: Request, name: str) -> Response:
     (or typed) `name`, at once; record the results in the health book and report them.
     `?model=` picks the model; otherwise the pool's first listed model."""
     try:
-        providers = _providers_named(_admin(request), name)
+        providers = _providers_named(admin_plan(request), name)
     except ir.Error as error:
         return error_response("openai-chat", error)
     model = request.query_params.get("model")

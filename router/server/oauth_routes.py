@@ -8,23 +8,14 @@ from litestar import Request, Response, get, post
 
 from router.protocols import ir
 from router.providers import oauth_cli
-from router.server.auth import check_admin
 from router.server.errors import error_response
+from router.server.management import admin_plan
 
 _encode = msgspec.json.Encoder().encode
 
 
 def _json(document: object) -> Response:
     return Response(_encode(document), status_code=200, media_type="application/json")
-
-
-def _admin_plan(request: Request):
-    plan = request.app.state.holder.plan
-    if plan is None:
-        raise ir.Error(503, "unavailable", "no valid configuration loaded")
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    check_admin(plan.auth.admin_keys, headers, dict(request.query_params))
-    return plan
 
 
 async def _options(request: Request) -> dict:
@@ -43,7 +34,7 @@ async def _options(request: Request) -> dict:
 @post("/api/providers/{provider:str}/generate-auth-url", status_code=200)
 async def generate_auth_url(request: Request, provider: str) -> Response:
     try:
-        plan = _admin_plan(request)
+        plan = admin_plan(request)
         options = await _options(request)
         holder = request.app.state.holder
         result = await oauth_cli.start_auth(
@@ -63,7 +54,7 @@ async def generate_auth_url(request: Request, provider: str) -> Response:
 @get("/api/oauth/{sign_in:str}")
 async def oauth_status(request: Request, sign_in: str) -> Response:
     try:
-        _admin_plan(request)
+        admin_plan(request)
         return _json(oauth_cli.auth_status(sign_in))
     except ir.Error as error:
         return error_response("openai-chat", error)
@@ -73,7 +64,7 @@ async def oauth_status(request: Request, sign_in: str) -> Response:
 async def upload_oauth_credentials(request: Request) -> Response:
     """Body: {"provider": ..., "instance": ..., "credentials": {...}}."""
     try:
-        plan = _admin_plan(request)
+        plan = admin_plan(request)
         options = await _options(request)
         provider = options.get("provider")
         if not isinstance(provider, str) or "credentials" not in options:
