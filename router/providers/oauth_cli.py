@@ -31,10 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import msgspec
-from authlib.common.security import generate_token
-from authlib.integrations.httpx_client import OAuthError
 
 from router.compiler.plan import Instance, Plan, Provider
 from router.protocols import ir
@@ -45,6 +42,7 @@ from router.providers.google_oauth import (
     oauth_client,
     oauth_settings,
     token_error,
+    token_failures,
     write_credentials,
 )
 
@@ -53,6 +51,12 @@ log = logging.getLogger("router.oauth")
 CALLBACK_PATH = "/oauth2callback"
 AUTH_TIMEOUT = 600.0  # seconds a started sign-in waits for its callback
 _HEAD_LIMIT = 16 * 1024
+
+
+def _token(length: int) -> str:
+    from authlib.common.security import generate_token  # loaded only for a sign-in
+
+    return generate_token(length)
 
 
 # --- locating the instance -----------------------------------------------------------
@@ -118,8 +122,8 @@ class AuthFlow:
 
     settings: OAuthSettings
     external_host: str | None = None
-    state: str = field(default_factory=lambda: generate_token(32))
-    verifier: str = field(default_factory=lambda: generate_token(64), repr=False)
+    state: str = field(default_factory=lambda: _token(32))
+    verifier: str = field(default_factory=lambda: _token(64), repr=False)
     redirect_uri: str = ""
     status: str = "pending"  # pending | exchanging | done | failed
     error: str | None = None
@@ -234,7 +238,7 @@ class AuthFlow:
                     code=code,
                     code_verifier=self.verifier,
                 )
-        except (OAuthError, httpx.HTTPError) as exc:
+        except token_failures() as exc:
             raise token_error(self.settings, exc) from None
         creds = credentials_from_token(token)
         if not creds.get("refresh_token"):
