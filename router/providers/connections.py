@@ -78,10 +78,9 @@ def target(url: str) -> Target:
 class Headers:
     """Response headers: names lower-cased; `get` answers the first value."""
 
-    __slots__ = ("_first", "items")
+    __slots__ = ("_first",)
 
     def __init__(self, items: list[tuple[str, str]]) -> None:
-        self.items = items
         self._first: dict[str, str] = {}
         for name, value in reversed(items):
             self._first[name] = value

@@ -360,15 +360,12 @@ async def _until(
     while True:
         try:
             async with asyncio.timeout_at(deadline):
-                item = await anext(chunks, _END)
+                item = await anext(chunks, None)
         except TimeoutError:
             raise _timed_out("stream exceeded the total timeout") from None
-        if item is _END:
+        if item is None:
             return
         yield item
-
-
-_END = object()
 
 
 async def _decoded(
