@@ -25,6 +25,7 @@ def test_every_broken_config_has_a_snapshot_case() -> None:
         "missing-env",
         "bad-duration",
         "yaml-syntax",
+        "bad-path",
     } <= set(BROKEN)
 
 

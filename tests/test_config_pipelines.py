@@ -12,6 +12,7 @@ import pytest
 
 from router.compiler import compile_config
 from router.compiler.plan import Pipeline
+from router.compiler.steps import path_problem
 
 CONTEXT = {"model": "gpt-4o", "protocol": "openai-chat", "headers": {"x-user": "ada"}}
 
@@ -145,3 +146,64 @@ def test_steps_keep_their_spec_for_dumps_and_explain(tmp_path: Path) -> None:
     compiled = pipeline(tmp_path, "request:\n  - drop: [a]\n    when: body.x\n")
     (step,) = compiled.request
     assert (step.kind, dict(step.spec)) == ("drop", {"drop": ["a"], "when": "body.x"})
+
+
+PATH_CASES: list[tuple[str, bool, str | None]] = [
+    # (path, headers stage, the dotted form suggested; None: valid, "" : no suggestion)
+    ("messages.0.content", False, None),
+    ("metadata.user-id", False, None),
+    ("X-Team", True, None),
+    ("x.dotted.header", True, None),
+    ("messages[0].content", False, "messages.0.content"),
+    ("a[0][12].b", False, "a.0.12.b"),
+    ("a.[0]", False, "a.0"),
+    ("metadata['team']", False, "metadata.team"),
+    ('metadata["team"].tier', False, "metadata.team.tier"),
+    ("generation..max", False, "generation.max"),
+    (".model", False, "model"),
+    ("messages[-1].role", False, ""),
+    ("tools[*].type", False, ""),
+    ("a['b.c']", False, ""),
+    ("x.*.y", False, ""),
+    ("x team", True, ""),
+    ("x-a[0]", True, ""),
+]
+
+
+@pytest.mark.parametrize(("path", "headers", "dotted"), PATH_CASES)
+def test_path_grammar(path: str, headers: bool, dotted: str | None) -> None:
+    problem = path_problem(path, headers)
+    if dotted is None:
+        assert problem is None
+        return
+    assert problem is not None and repr(path) in problem
+    if dotted:
+        assert problem.endswith(f": write {dotted!r}")
+        assert path_problem(dotted, headers) is None  # the suggestion is itself valid
+    else:
+        assert ": write " not in problem
+
+
+def test_a_bracket_path_is_a_config_error_at_its_position(tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "p.yaml").write_text(
+        "request:\n"
+        "  - set: { path: messages.0.role, value: system }\n"
+        "    when: \"body.messages[0].role == 'user'\"\n"  # JMESPath keeps its brackets
+        "  - drop:\n"
+        "      - messages[0].content\n"
+        "  - set: { \"metadata['team']\": core }\n"
+    )
+    (tmp_path / "providers.yaml").write_text("providers:\n  echo: {type: echo}\n")
+    (tmp_path / "routes.yaml").write_text("default: echo\n")
+    plan, diagnostics = compile_config(tmp_path, env={})
+    assert plan is None
+    shown = sorted(str(d) for d in diagnostics)
+    assert shown == [
+        "pipelines/p.yaml:5:9: error: request[1].drop[0]: path 'messages[0].content' uses "
+        "brackets, but step paths are dot-separated, with list indexes as plain numbers: "
+        "write 'messages.0.content'",
+        "pipelines/p.yaml:6:12: error: request[2].set: path \"metadata['team']\" uses "
+        "brackets, but step paths are dot-separated, with list indexes as plain numbers: "
+        "write 'metadata.team'",
+    ]

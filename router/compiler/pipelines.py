@@ -24,8 +24,9 @@ def compile_pipeline(ctx: Context, name: str, loaded: LoadedFile) -> Pipeline | 
         message = f"pipeline name {declared!r} does not match its file name {name + '.yaml'!r}"
         loaded.error(("name",), message)
 
-    def problem(at: DataPath, message: str) -> None:
-        loaded.error(at, f"{display_path(at)}: {message}")
+    def problem(at: DataPath, message: str, *, key: bool = False) -> None:
+        # a problem with a mapping key is told about the mapping, at the key's position
+        loaded.error(at, f"{display_path(at[:-1] if key else at)}: {message}", key=key)
 
     def expression(text: str, at: DataPath) -> Any:
         return ctx.expression(loaded, text, at)

@@ -1,10 +1,15 @@
 """Field-mapping steps, compiled once into closures `apply(doc, context) -> doc`.
 
 Paths are dotted (`a.b.c`; a numeric part indexes a list). In the `headers` stage a path
-is one header name, lower-cased, never split on dots. Documents are never mutated: a step
-copies the containers along the path it writes (copy on write) and returns the new
-document, or the same object when it changed nothing. Literal values from config are
-copied when they are containers, so requests never share (and never alter) the Plan's data.
+is one header name, lower-cased, never split on dots. Anything else is a config error
+(`path_problem`): JMESPath's `messages[0].content` would otherwise name a field called
+`messages[0]` and silently do nothing, so brackets, empty parts and wildcards are rejected,
+with the dotted form to write instead when there is one.
+
+Documents are never mutated: a step copies the containers along the path it writes (copy
+on write) and returns the new document, or the same object when it changed nothing.
+Literal values from config are copied when they are containers, so requests never share
+(and never alter) the Plan's data.
 
 JMESPath expressions (`expr`, `when`) see the context (`model`, `protocol`, `headers`)
 plus the document under `body`."""
@@ -12,8 +17,9 @@ plus the document under `body`."""
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from router.compiler.matcher import evaluate, truthy
 from router.compiler.plan import Step
@@ -23,8 +29,76 @@ _MISSING: Any = object()
 
 Doc = dict[str, Any]
 Apply = Callable[[Doc, Mapping[str, Any]], Doc]
-Problem = Callable[[tuple[str | int, ...], str], None]
 Compile = Callable[[str, tuple[str | int, ...]], Any]  # JMESPath text -> compiled, or None
+
+
+class Problem(Protocol):
+    """Reports a problem at a data path: at the value there, or with `key` at the mapping
+    key that names it (the message then describes the mapping holding that key)."""
+
+    def __call__(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        pass
+
+
+# RFC 9110 5.1: a field name is a token
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# JMESPath-style subscripts that have a dotted equivalent: [0] and ['name'] / ["name"]
+_SUBSCRIPT = re.compile(r"""\[\s*(?:(\d+)|'([^'.\[\]]+)'|"([^".\[\]]+)")\s*\]""")
+
+
+def path_problem(path: str, headers: bool) -> str | None:
+    """Why `path` is not a path of a step (None when it is one)."""
+    if headers:
+        if _HEADER_NAME.fullmatch(path):
+            return None
+        return (
+            f"{path!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~; "
+            "the headers stage takes one header name per path)"
+        )
+    if "[" in path or "]" in path:
+        dotted = _dotted(path)
+        if dotted is None:
+            return (
+                f"path {path!r} uses brackets, but step paths are dot-separated, with list "
+                "indexes as plain numbers; it has no dotted form (wildcards, slices, negative "
+                "indexes and keys with dots are not supported)"
+            )
+        return (
+            f"path {path!r} uses brackets, but step paths are dot-separated, with list "
+            f"indexes as plain numbers: write {dotted!r}"
+        )
+    parts = path.split(".")
+    if "" in parts:
+        fix = ".".join(p for p in parts if p)
+        return (
+            f"path {path!r} has an empty part: step paths are field names and list indexes "
+            f"separated by single dots" + (f": write {fix!r}" if fix else "")
+        )
+    if "*" in parts:
+        return f"path {path!r}: wildcards are not supported in step paths"
+    return None
+
+
+def _dotted(path: str) -> str | None:
+    """`messages[0].content` -> `messages.0.content`; None when there is no such form."""
+    dotted = _SUBSCRIPT.sub(lambda m: "." + (m.group(1) or m.group(2) or m.group(3)), path)
+    dotted = re.sub(r"\.{2,}", ".", dotted).strip(".")
+    if "[" in dotted or "]" in dotted or path_problem(dotted, False) is not None:
+        return None
+    return dotted
+
+
+def _check_paths(
+    paths: list[tuple[Any, tuple[str | int, ...], bool]], headers: bool, problem: Problem
+) -> bool:
+    """Report each (path, data path, at a key?) that is not a valid path; True if all are."""
+    ok = True
+    for path, where, key in paths:
+        message = path_problem(str(path), headers)
+        if message is not None:
+            problem(where, message, key=key)
+            ok = False
+    return ok
 
 
 def split(path: str, headers: bool) -> tuple[str, ...]:
@@ -156,6 +230,8 @@ def _build_set(spec: Any, headers: bool, where: tuple, problem: Problem, jmespat
                 "(to set several fields use the mapping form `set: {field: value}`)",
             )
             return None
+        if not _check_paths([(spec["path"], (*where, "path"), False)], headers, problem):
+            return None
         parts = split(spec["path"], headers)
         if "expr" in spec:
             if not isinstance(spec["expr"], str):
@@ -171,6 +247,8 @@ def _build_set(spec: Any, headers: bool, where: tuple, problem: Problem, jmespat
             if value is None:
                 return None
         return _set_values(((parts, value),))
+    if not _check_paths([(k, (*where, k), True) for k in spec], headers, problem):
+        return None
     pairs = []
     for key, value in spec.items():
         if headers:
@@ -212,6 +290,8 @@ def _header_text(value: Any) -> str:
 
 
 def _build_default(spec: Any, headers: bool, where: tuple, problem: Problem, jmespath: Compile):
+    if not _check_paths([(k, (*where, k), True) for k in spec], headers, problem):
+        return None
     pairs = []
     for key, value in spec.items():
         if headers:
@@ -232,6 +312,10 @@ def _build_default(spec: Any, headers: bool, where: tuple, problem: Problem, jme
 
 
 def _build_rename(spec: Any, headers: bool, where: tuple, problem: Problem, jmespath: Compile):
+    olds = [(old, (*where, old), True) for old in spec]
+    news = [(new, (*where, old), False) for old, new in spec.items()]
+    if not _check_paths(olds + news, headers, problem):
+        return None
     pairs = tuple((split(old, headers), split(new, headers)) for old, new in spec.items())
 
     def rename(doc: Doc, _context: Mapping[str, Any]) -> Doc:
@@ -245,6 +329,12 @@ def _build_rename(spec: Any, headers: bool, where: tuple, problem: Problem, jmes
 
 
 def _build_drop(spec: Any, headers: bool, where: tuple, problem: Problem, jmespath: Compile):
+    if isinstance(spec, str):
+        checked = [(spec, where, False)]
+    else:
+        checked = [(p, (*where, i), False) for i, p in enumerate(spec)]
+    if not _check_paths(checked, headers, problem):
+        return None
     paths = tuple(split(p, headers) for p in ([spec] if isinstance(spec, str) else spec))
 
     def drop(doc: Doc, _context: Mapping[str, Any]) -> Doc:
@@ -256,6 +346,8 @@ def _build_drop(spec: Any, headers: bool, where: tuple, problem: Problem, jmespa
 
 
 def _build_map(spec: Any, headers: bool, where: tuple, problem: Problem, jmespath: Compile):
+    if not _check_paths([(spec["path"], (*where, "path"), False)], headers, problem):
+        return None
     parts = split(spec["path"], headers)
     table = dict(spec["values"])
     if headers:

@@ -154,11 +154,15 @@ class _Run:
     async def _prepare(self, target: Target, provider: Provider) -> Prepared:
         inbound = self.inbound
         client_body = mapped_client_body(inbound, target.pipeline)
+        unmapped = client_body is inbound.body
+        # the ir form parsed for an earlier target is the client's body as sent: only a
+        # target whose pipeline leaves that body alone may reuse it
+        parsed = self.client_request if unmapped else None
         try:
-            prepared = await prepare(inbound, target, provider, client_body, self.client_request)
+            prepared = await prepare(inbound, target, provider, client_body, parsed)
         except ir.Error as error:
             raise Exhausted(error, self.attempts, self.headers()) from None
-        if prepared.request is not None and client_body is inbound.body:
+        if prepared.request is not None and unmapped:
             self.client_request = prepared.request
         if (inbound.strict or self.route.strict) and prepared.dropped:
             dropped = ", ".join(sorted(set(prepared.dropped)))
