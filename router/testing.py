@@ -11,8 +11,11 @@ Snapshot the compiled plan, so every routing change shows up in review:
     def test_routes():
         assert run_route_tests("config") == []   # routes.test.yaml: no failures
 
-`compile_plan` compiles with an empty environment unless you pass `env`, so the snapshot
-does not depend on which secrets the machine running the tests happens to have.
+`compile_plan` returns the `router compile` dump, which shows `${...}` references as
+written and leaves out what depends on the machine (unset variables, missing credentials
+files, keys from REQUIRED_API_KEY), so the snapshot is the same everywhere. It compiles
+with an empty environment unless you pass `env`, so whether the config compiles does not
+depend on the machine either.
 
 Importing this module is cheap and has no side effects: the compiler is imported on use.
 """

@@ -299,13 +299,6 @@ def test_compile_and_explain_never_show_secret_header_values(config_dir) -> None
         assert LITERAL_TOKEN not in run.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug (router/compiler/dump.py `render_step`): the `values` table of a `map` "
-        "step in the headers stage is shown as written, even for a secret-looking header"
-    ),
-)
 def test_compile_and_explain_never_show_values_a_header_map_step_writes(config_dir) -> None:
     env = {"PARTNER_KEY": PARTNER_KEY}
     compiled = router("compile", "--config-dir", str(config_dir), env=env)

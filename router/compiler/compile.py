@@ -20,6 +20,7 @@ from router.compiler.auth import compile_auth
 from router.compiler.context import Context
 from router.compiler.dump import generation
 from router.compiler.expressions import did_you_mean
+from router.compiler.layout import PIPELINES_DIR, PROVIDERS_FILE, ROUTES_FILE
 from router.compiler.matcher import MatchSpec, build_matcher
 from router.compiler.pipelines import compile_pipeline
 from router.compiler.plan import Plan, Route, Target
@@ -29,9 +30,6 @@ from router.config.diagnostics import Diagnostic, has_errors, promote_warnings, 
 from router.config.loaded import LoadedFile, load_file
 from router.config.schema import display_path
 
-PROVIDERS_FILE = "providers.yaml"
-ROUTES_FILE = "routes.yaml"
-PIPELINES_DIR = "pipelines"
 DEFAULT_HEADER = "Model-Provider"
 
 
@@ -63,7 +61,10 @@ def compile_config(
 
 def _compile(ctx: Context) -> Plan | None:
     def load(relative: str, schema: str, *, required: bool) -> LoadedFile | None:
-        return load_file(ctx.dir, relative, schema, ctx.env, ctx.diagnostics, required=required)
+        loaded = load_file(ctx.dir, relative, schema, ctx.env, ctx.diagnostics, required=required)
+        if loaded is not None:
+            ctx.written.add(loaded)
+        return loaded
 
     providers_file = load(PROVIDERS_FILE, "providers", required=True)
     routes_file = load(ROUTES_FILE, "routes", required=True)
@@ -110,7 +111,7 @@ def _compile(ctx: Context) -> Plan | None:
             )
     overrides = data.get("overrides") or {}
     header = overrides.get("header", DEFAULT_HEADER)
-    keys = compile_auth(routes_file, data.get("auth") or {}, ctx.env)
+    keys = compile_auth(routes_file, data.get("auth") or {}, ctx.env, ctx.written)
     if has_errors(ctx.diagnostics) or not isinstance(default, str):
         return None
 
@@ -129,6 +130,7 @@ def _compile(ctx: Context) -> Plan | None:
         matcher=build_matcher(active, when),
         direct=MappingProxyType({name: _single(f"provider:{name}", name) for name in pools}),
         default_route=_single("default", default),
+        written=ctx.written,
     )
     return replace(plan, generation=generation(plan))
 

@@ -1,5 +1,5 @@
-"""What the compile steps share: the config dir, the environment, the diagnostics and a
-few cross-file facts."""
+"""What the compile steps share: the config dir, the environment, the diagnostics, the
+config as written, and a few cross-file facts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from router.compiler.expressions import compile_expression
+from router.compiler.written import Written
 from router.config.diagnostics import Diagnostic
 from router.config.loaded import LoadedFile
 from router.config.schema import display_path
@@ -25,6 +26,7 @@ class Context:
     instance_ids: dict[str, str] = field(default_factory=dict)  # id -> where first defined
     # providers.yaml is missing or unparsable: provider names cannot be checked
     providers_unknown: bool = False
+    written: Written = field(default_factory=Written)  # for the Plan: see written.py
 
     def expression(self, loaded: LoadedFile, text: str, path: DataPath) -> Any:
         """The compiled JMESPath expression, or None after reporting why it is invalid."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from router.compiler.written import Written
 from router.protocols import ir
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ class Plan:
     """Everything the server needs for one config generation. Immutable; a reload builds
     a new Plan and swaps it in, requests in flight keep the one they started with."""
 
-    generation: str  # short hash of the canonical dump and of the secret values
+    generation: str  # short hash of the Plan as resolved and of the secret values
     config_dir: str
     providers: Mapping[str, Provider]
     routes: tuple[Route, ...]
@@ -205,6 +206,8 @@ class Plan:
     # synthetic single-target routes: provider name -> "provider:<name>"; "default"
     direct: Mapping[str, Route] = field(repr=False, compare=False, kw_only=True)
     default_route: Route = field(repr=False, compare=False, kw_only=True)
+    # the `${...}` texts and values as written, for `router compile`; never used to serve
+    written: Written = field(default_factory=Written, repr=False, compare=False, kw_only=True)
 
     def resolve(
         self,

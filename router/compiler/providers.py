@@ -154,6 +154,7 @@ def _instance(
         if key == "client_secret":
             value = _secret(value, refs.get((*path, key)))
         elif key == "credentials":
+            ctx.written.keep(loaded.name, (*path, key), value)  # the Plan's is absolute
             file = Path(value).expanduser()
             if not file.is_absolute():
                 file = ctx.dir / file
@@ -162,6 +163,10 @@ def _instance(
                 reasons.append(((*path, key), f"credentials file {value!r} does not exist"))
             value = str(file)
         elif key == "env":
+            if any((*path, key, k) in refs for k in value):
+                # the Plan drops empty values, so which keys it has depends on the machine
+                shown = (k for k, v in value.items() if text(v) or (*path, key, k) in refs)
+                ctx.written.keep(loaded.name, (*path, key), tuple(shown))
             value = MappingProxyType(Redacted({k: text(v) for k, v in value.items() if text(v)}))
         elif key == "model_aliases":
             value = MappingProxyType({k: text(v) for k, v in value.items()})
@@ -180,6 +185,8 @@ def _instance(
     models = _globs(loaded, raw.get("models") or (), (*path, "models"))
     excluded = _globs(loaded, raw.get("exclude_models") or (), (*path, "exclude_models"))
     proxy = raw.get("proxy", pool_proxy)
+    if "proxy" not in raw:
+        ctx.written.inherit(loaded.name, (*path, "proxy"), (*path[:2], "proxy"))
     headers = {k: text(v) for k, v in (raw.get("headers") or {}).items()}
     return Instance(
         id=instance_id,

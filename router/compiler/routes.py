@@ -17,6 +17,7 @@ from router.compiler.glob import glob_problem
 from router.compiler.matcher import MatchSpec
 from router.compiler.plan import Pipeline, Provider, Route, Target
 from router.compiler.shadow import find_shadows
+from router.compiler.written import Written
 from router.config.loaded import LoadedFile
 from router.config.schema import display_path
 from router.config.yamlsource import Path as DataPath
@@ -41,10 +42,13 @@ def compile_routes(
     first_index: dict[str, int] = {}  # route name -> index of its first definition
     starts = loaded.source.item_positions(("routes",))
     names = _Names(provider_names, pipeline_names, ctx.providers_unknown)
+    has_refs = bool(ctx.written.file(loaded.name))
     for index, raw in enumerate(raw_routes):
         path: DataPath = ("routes", index)
         if not loaded.usable(path):
             continue
+        if has_refs:
+            _record_written(ctx.written, loaded.name, raw, path)
         name = raw["name"]
         if name in first_index:
             first = loaded.where(("routes", first_index[name], "name"))
@@ -160,6 +164,33 @@ def _route(
         declared=tuple(declared),
         source=source,
     )
+
+
+def _record_written(written: Written, file: str, raw: dict[str, Any], path: DataPath) -> None:
+    """Give the dump the text of references written in a short form (`to: NAME`,
+    `model: NAME`) or inherited (a target's pipeline from its route) under the path of the
+    long form, `to[i].provider` and `match.model[0]`; and `retry_on` as written (the
+    Route keeps a set)."""
+    match = raw.get("match") or {}
+    for key in ("model", "protocol"):
+        if isinstance(match.get(key), str):
+            written.inherit(file, (*path, "match", key, 0), (*path, "match", key))
+    to = raw["to"]
+    for index, item in enumerate(to if isinstance(to, list) else [to]):
+        at = (*path, "to", index) if isinstance(to, list) else (*path, "to")
+        target = (*path, "to", index)
+        if isinstance(item, str):
+            written.inherit(file, (*target, "provider"), at)
+        elif at != target:
+            for key in ("provider", "model", "pipeline"):
+                written.inherit(file, (*target, key), (*at, key))
+        if not isinstance(item, dict) or "pipeline" not in item:
+            written.inherit(file, (*target, "pipeline"), (*path, "pipeline"))
+    retry_on = raw.get("retry_on") or []
+    texts = written.file(file)
+    if any((*path, "retry_on", i) in texts for i in range(len(retry_on))):
+        items = tuple(texts.get((*path, "retry_on", i), v) for i, v in enumerate(retry_on))
+        written.keep(file, (*path, "retry_on"), items)
 
 
 def _report_shadows(
