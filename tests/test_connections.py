@@ -166,7 +166,10 @@ def test_chunked_body_is_relayed_as_it_arrives() -> None:
             response = await post(server.url)
             pieces = response.aiter_bytes()
             assert await anext(pieces) == b"event1"
+            assert not response.at_hand()  # the next piece is still on its way
             proceed.set()
+            while not response.at_hand():  # it arrives (bounded by the test's timeout)
+                await asyncio.sleep(0.001)
             assert [piece async for piece in pieces] == [b"event2"]
             await response.aclose()
             assert await fetch(server.url) == (200, JSON)
@@ -272,6 +275,7 @@ def test_gzip_body_is_decoded() -> None:
         async with RawServer(handler) as server:
             response = await post(server.url)
             assert response.headers.get("Content-Encoding") == "gzip"
+            assert not response.at_hand()  # a compressed piece may decode to nothing yet
             assert await response.aread() == text
             await response.aclose()
 

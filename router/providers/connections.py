@@ -227,6 +227,10 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return chunk
 
+    def at_hand(self) -> bool:
+        """True when `next_chunk` would return without waiting."""
+        return bool(self.chunks) or self.complete or self.error is not None
+
     def reusable(self) -> bool:
         return (
             self.complete
@@ -276,7 +280,14 @@ class Response:
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
 
+    def at_hand(self) -> bool:
+        """True when the next step of `aiter_bytes` returns without waiting: a piece of
+        the body, or its end, has arrived (and needs no decompressing, which may ask for
+        more)."""
+        return self._decoder is None and self._connection.at_hand()
+
     async def aclose(self) -> None:
+        """Never suspends: a cancellation cannot cut it short."""
         if self._closed:
             return
         self._closed = True

@@ -276,9 +276,13 @@ async def _encode_events(
 async def _close(primed: PrimedStream) -> None:
     """Release the upstream connection, even while the request is being cancelled (the
     client went away): that close is what tells the upstream to stop generating."""
-    if primed.close is not None:
-        with anyio.CancelScope(shield=True):
-            await primed.close()
+    if primed.close is None:
+        return
+    if not primed.close_waits:  # nothing to shield: it runs to its end in one step
+        await primed.close()
+        return
+    with anyio.CancelScope(shield=True):
+        await primed.close()
 
 
 def _mid_stream_error(exc: Exception) -> ir.Error:

@@ -92,6 +92,7 @@ class PrimedStream:
     head_events: list[ir.Event] = field(default_factory=list)
     head_raw: list[bytes] = field(default_factory=list)
     close: Callable[[], Awaitable[Any]] | None = None  # releases the upstream connection
+    close_waits: bool = True  # False: `close` never suspends, so needs no shield
     decoder: Any = None
 
 
@@ -255,15 +256,18 @@ async def _prime_wire_stream(
 ) -> PrimedStream:
     decoder = upstream.StreamDecoder()
     chunks = _body_chunks(response)
+    at_hand = _never
     if transformer is not None:
         chunks = _transformed(chunks, transformer)
+    elif isinstance(response, connections.Response):
+        at_hand = response.at_hand
     head_raw: list[bytes] = []
     head_events: list[ir.Event] = []
     rest = b""  # what arrived with the first content but was not decoded yet
     wait = upstream_wait()
     try:
         while True:
-            chunk = await _next_before(chunks, limits.first, wait)
+            chunk = await _next_before(chunks, limits.first, wait, at_hand)
             if chunk is None:
                 head_events.extend(events := decoder.close())
                 if _primed_by(events, retry_on):
@@ -285,26 +289,37 @@ async def _prime_wire_stream(
     except BaseException:
         await response.aclose()
         raise
+    close_waits = not isinstance(response, connections.Response)
     if passthrough:
         return PrimedStream(
-            raw=_until(chunks, limits.total, rest),
+            raw=_until(chunks, limits.total, rest, at_hand),
             head_raw=head_raw,
             head_events=head_events,
             close=response.aclose,
+            close_waits=close_waits,
             decoder=decoder,
         )
     return PrimedStream(
-        batches=_decoded(chunks, decoder, limits.total, rest),
+        batches=_decoded(chunks, decoder, limits.total, rest, at_hand),
         head_events=head_events,
         close=response.aclose,
+        close_waits=close_waits,
     )
 
 
-async def _next_before(items: AsyncIterator[T], deadline: float, wait: Stopwatch) -> T | None:
+def _never() -> bool:
+    return False
+
+
+async def _next_before(
+    items: AsyncIterator[T], deadline: float, wait: Stopwatch, at_hand: Callable[[], bool] = _never
+) -> T | None:
     """The next item (None at the end), its wait counted as upstream time; TimeoutError
-    past `deadline`."""
+    past `deadline`. `at_hand()` True: the item is there already, no deadline to set."""
     started = _now()
     try:
+        if at_hand():
+            return await anext(items, None)
         async with asyncio.timeout_at(deadline):
             return await anext(items, None)
     finally:
@@ -351,16 +366,23 @@ def _primed_by(events: list[ir.Event], retry_on: frozenset[int | str]) -> bool:
 
 
 async def _until(
-    chunks: AsyncIterator[Any], deadline: float, first: bytes = b""
+    chunks: AsyncIterator[Any],
+    deadline: float,
+    first: bytes = b"",
+    at_hand: Callable[[], bool] = _never,
 ) -> AsyncIterator[Any]:
     """`first` (when not empty), then `chunks` until the total deadline; past it,
-    AttemptFailed (a mid-stream error)."""
+    AttemptFailed (a mid-stream error). A chunk already at hand is taken without
+    setting the deadline (a timer per read costs more than the read)."""
     if first:
         yield first
     while True:
         try:
-            async with asyncio.timeout_at(deadline):
+            if at_hand():
                 item = await anext(chunks, None)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(chunks, None)
         except TimeoutError:
             raise _timed_out("stream exceeded the total timeout") from None
         if item is None:
@@ -369,7 +391,11 @@ async def _until(
 
 
 async def _decoded(
-    chunks: AsyncIterator[bytes], decoder: Any, deadline: float, first: bytes = b""
+    chunks: AsyncIterator[bytes],
+    decoder: Any,
+    deadline: float,
+    first: bytes = b"",
+    at_hand: Callable[[], bool] = _never,
 ) -> AsyncIterator[list[ir.Event]]:
     """`_until` and the decoder in one generator, yielding the events of each chunk
     together: they go to the client in one write."""
@@ -377,8 +403,11 @@ async def _decoded(
         yield events
     while True:
         try:
-            async with asyncio.timeout_at(deadline):
+            if at_hand():
                 chunk = await anext(chunks, None)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(chunks, None)
         except TimeoutError:
             raise _timed_out("stream exceeded the total timeout") from None
         if chunk is None:
