@@ -125,6 +125,19 @@ def test_admin_api_needs_admin_key_not_client_key(gateway):
     assert response.json()["reloaded"] is True
 
 
+def test_provider_health_takes_a_client_or_admin_key_once_client_keys_exist(gateway):
+    url = gateway.url + "/provider_health"
+    refused = httpx.get(url)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["type"] == "authentication_error"
+    assert httpx.get(url, headers={"authorization": "Bearer wrong"}).status_code == 401
+    for key in (KEY, ADMIN):
+        response = httpx.get(url, headers={"authorization": f"Bearer {key}"})
+        assert response.status_code == 200
+        assert "echo" in response.json()["providers"]
+    assert httpx.get(gateway.url + "/health").status_code == 200  # liveness stays open
+
+
 def test_non_loopback_bind_refused_without_keys(tmp_path):
     import subprocess
     import sys

@@ -511,7 +511,8 @@ def post_chat_with_timeout(gateway: Gateway, seconds: float) -> httpx.Response:
 
 
 def instance_state(gateway: Gateway, provider: str, instance: str) -> dict:
-    document = http().get(gateway.url + "/provider_health", timeout=5).json()
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}  # the gateway has client keys
+    document = http().get(gateway.url + "/provider_health", headers=headers, timeout=5).json()
     [state] = [i for i in document["providers"][provider]["instances"] if i["id"] == instance]
     return state
 

@@ -14,7 +14,7 @@ from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret, 
 from router.protocols import ir, module_for
 from router.providers.base import Call
 from router.providers.registry import advertised_models
-from router.server.auth import check_admin
+from router.server.auth import check_admin, check_client
 from router.server.dispatch import HEALTH, attempt, instances_for, record_failure
 from router.server.errors import error_response
 from router.server.models import reachable
@@ -120,9 +120,18 @@ def provider_health_document(plan: Plan) -> dict[str, Any]:
 
 @get("/provider_health")
 async def provider_health(request: Request) -> Response:
+    """As open as the generating endpoints: with client keys configured it takes one of
+    them, or an admin key (upstream URLs and error messages are not for everyone)."""
     plan = _holder(request).plan
     if plan is None:
         return _json({"providers": {}}, 503)
+    keys = plan.auth.api_keys
+    if keys:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            check_client(keys + plan.auth.admin_keys, headers, dict(request.query_params))
+        except ir.Error as error:
+            return error_response("openai-chat", error)
     return _json(provider_health_document(plan))
 
 
