@@ -81,7 +81,7 @@ def test_https_upstream_with_proxy_off_still_trusts_ssl_cert_file(trusting, fake
     fake.reset()
     client = anthropic.Anthropic(base_url=trusting.url, api_key="k", max_retries=0)
     message = client.messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         max_tokens=32,
         messages=[{"role": "user", "content": "no proxy, private CA"}],
     )
@@ -90,7 +90,7 @@ def test_https_upstream_with_proxy_off_still_trusts_ssl_cert_file(trusting, fake
     assert fake.last_request()["headers"]["user-agent"].startswith("router/")  # native pool
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5"])
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
 def test_an_unverifiable_certificate_is_a_502_in_the_clients_protocol(
     distrusting, fake, model
 ) -> None:
