@@ -67,6 +67,18 @@ class RawServer:
     async def request(self, reader: asyncio.StreamReader) -> None:
         self.requests.append(await read_request(reader))
 
+    @classmethod
+    def answering(cls, raw: bytes) -> RawServer:
+        """A server that reads one request per connection, answers `raw` and closes."""
+
+        async def handler(reader, writer, number):
+            await server.request(reader)
+            writer.write(raw)
+            await writer.drain()
+
+        server = cls(handler)
+        return server
+
 
 def run(coroutine: Awaitable[None]) -> None:
     asyncio.run(asyncio.wait_for(coroutine, 10))
@@ -206,12 +218,8 @@ def test_informational_answers_before_the_real_one_are_skipped() -> None:
 
 def test_body_delimited_by_the_end_of_the_connection() -> None:
     async def main() -> None:
-        async def handler(reader, writer, number):
-            await server.request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
-            await writer.drain()
-
-        async with RawServer(handler) as server:
+        raw = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end"
+        async with RawServer.answering(raw) as server:
             assert await fetch(server.url) == (200, b"until the end")
             assert await fetch(server.url) == (200, b"until the end")
             assert server.connections == 2
@@ -267,12 +275,8 @@ def test_gzip_body_is_decoded() -> None:
     text = b'{"text":"' + b"compressible " * 500 + b'"}'
 
     async def main() -> None:
-        async def handler(reader, writer, number):
-            await server.request(reader)
-            writer.write(answer(gzip.compress(text), "content-encoding: gzip"))
-            await writer.drain()
-
-        async with RawServer(handler) as server:
+        raw = answer(gzip.compress(text), "content-encoding: gzip")
+        async with RawServer.answering(raw) as server:
             response = await post(server.url)
             assert response.headers.get("Content-Encoding") == "gzip"
             assert not response.at_hand()  # a compressed piece may decode to nothing yet
@@ -284,12 +288,8 @@ def test_gzip_body_is_decoded() -> None:
 
 def test_undecodable_gzip_is_a_decoding_error() -> None:
     async def main() -> None:
-        async def handler(reader, writer, number):
-            await server.request(reader)
-            writer.write(answer(b"not gzip at all", "content-encoding: gzip"))
-            await writer.drain()
-
-        async with RawServer(handler) as server:
+        raw = answer(b"not gzip at all", "content-encoding: gzip")
+        async with RawServer.answering(raw) as server:
             response = await post(server.url)
             with pytest.raises(httpx.DecodingError):
                 await response.aread()
@@ -302,12 +302,7 @@ def test_large_body_arrives_whole_through_flow_control() -> None:
     body = bytes(range(256)) * (12 * 1024)  # 3 MiB, above the pause threshold
 
     async def main() -> None:
-        async def handler(reader, writer, number):
-            await server.request(reader)
-            writer.write(answer(body))
-            await writer.drain()
-
-        async with RawServer(handler) as server:
+        async with RawServer.answering(answer(body)) as server:
             response = await post(server.url)
             await asyncio.sleep(0.2)  # let the body pile up: reading must pause, then resume
             received = await response.aread()
@@ -319,12 +314,8 @@ def test_large_body_arrives_whole_through_flow_control() -> None:
 
 def test_upstream_hanging_up_mid_body_is_a_protocol_error() -> None:
     async def main() -> None:
-        async def handler(reader, writer, number):
-            await server.request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-            await writer.drain()
-
-        async with RawServer(handler) as server:
+        raw = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part"
+        async with RawServer.answering(raw) as server:
             response = await post(server.url)
             with pytest.raises(httpx.RemoteProtocolError, match="mid-answer"):
                 await response.aread()
