@@ -33,8 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="length of each wrk run (default 10)")
     parser.add_argument(
         "--systems",
-        default="direct,floor,floor-aiohttp,router,litellm",
-        help="comma-separated: direct, floor, floor-aiohttp, floor-httpx, router, litellm",
+        default="direct,floor,floor-native,router,litellm",
+        help="comma-separated: direct, floor, floor-native, floor-httpx, router, litellm",
     )
     parser.add_argument("--cases", default="a,b,c", help="comma-separated: a, b, c")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (router serve)")
@@ -252,16 +252,16 @@ def main() -> int:
             running["litellm"] = systems.start_litellm(workdir, logdir, base, wait=False)
         if "floor" in wanted:
             running["floor"] = systems.start_floor(logdir, base)
-        for transport in ("aiohttp", "httpx"):
-            if f"floor-{transport}" in wanted:
-                running[f"floor-{transport}"] = systems.start_floor(logdir, base, transport)
+        for client in ("native", "httpx"):
+            if f"floor-{client}" in wanted:
+                running[f"floor-{client}"] = systems.start_floor(logdir, base, client)
         router = systems.start_router(workdir, logdir, base, args.workers)
         running["router"] = router
         time.sleep(1.0)
         rss_idle = rss(router)
         if "litellm" in running:
             running["litellm"].wait()
-        known = ("direct", "floor", "floor-aiohttp", "floor-httpx", "router", "litellm")
+        known = ("direct", "floor", "floor-native", "floor-httpx", "router", "litellm")
         order = [name for name in known if name in wanted]
         for name in order:
             for case in cases:

@@ -1,8 +1,11 @@
-"""The Python floor: Granian + a bare ASGI app + the gateway's own upstream client for
-model calls (`router.providers.http.post`: the native keep-alive pool) that forwards the
-request body to FLOOR_UPSTREAM + path and streams the answer back. No parsing, no
-routing. `FLOOR_TRANSPORT=aiohttp` (httpx over aiohttp) or `httpx` (httpx's own pool,
-httpcore) use the other clients, like the gateway under ROUTER_UPSTREAM_TRANSPORT.
+"""The Python floor: Granian + a bare ASGI app + the stack's HTTP client, httpx over
+aiohttp (httpx-aiohttp's transport, as the gateway sets it up for all but model calls:
+`router.providers.transport`), forwarding the request body to FLOOR_UPSTREAM + path and
+streaming the answer back. No parsing, no routing.
+
+FLOOR_CLIENT picks the client, like ROUTER_UPSTREAM_TRANSPORT does the gateway's model
+calls' one: `aiohttp` (the default, above), `httpx` (httpx's own pool, httpcore) or
+`native` (the gateway's own keep-alive pool, router/providers/connections.py).
 
 python bench/floor.py PORT"""
 
@@ -18,7 +21,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 UPSTREAM = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:8089")
-os.environ["ROUTER_UPSTREAM_TRANSPORT"] = os.environ.get("FLOOR_TRANSPORT", "native")
+os.environ["ROUTER_UPSTREAM_TRANSPORT"] = os.environ.get("FLOOR_CLIENT", "aiohttp")
 
 from router.providers.http import post  # noqa: E402  (reads the variable above)
 

@@ -26,7 +26,7 @@ BENCH = Path(__file__).parent
 def _app(which: str) -> Any:
     if which == "floor":
         sys.path.insert(0, str(BENCH))
-        import floor  # reads FLOOR_UPSTREAM when imported
+        import floor  # reads FLOOR_UPSTREAM and FLOOR_CLIENT when imported
 
         return floor.app
     from router.server.app import create_app

@@ -125,13 +125,13 @@ def start_router(workdir: Path, logdir: Path, upstream: str, workers: int = 1) -
     return system
 
 
-def start_floor(logdir: Path, upstream: str, transport: str = "native") -> System:
-    """The floor with the gateway's own client for model calls (the native pool), or with
-    `transport="aiohttp"` httpx over aiohttp, `"httpx"` httpx's own pool."""
+def start_floor(logdir: Path, upstream: str, client: str = "aiohttp") -> System:
+    """The floor on the stack's client, httpx over aiohttp; `client="httpx"` puts it on
+    httpx's own pool, `"native"` on the gateway's own pool."""
     port = procs.free_port()
     argv = [sys.executable, str(BENCH / "floor.py"), str(port)]
-    env = {"FLOOR_UPSTREAM": upstream, "FLOOR_TRANSPORT": transport}
-    name = "floor" if transport == "native" else f"floor-{transport}"
+    env = {"FLOOR_UPSTREAM": upstream, "FLOOR_CLIENT": client}
+    name = "floor" if client == "aiohttp" else f"floor-{client}"
     proc = procs.start(name, argv, logdir, env=env)
     url = f"http://127.0.0.1:{port}"
     system = System(name, url, proc, gateway=False, ready=url + "/")
