@@ -116,6 +116,9 @@ async def _run(which: str, case: systems.Case, requests: int, profile: bool) -> 
         f"{cpu / requests * 1e6:.0f} us CPU per request; first body byte p50 "
         f"{firsts[len(firsts) // 2] * 1e6:.0f} us"
     )
+    from router.providers.http import close_all
+
+    await close_all()  # the upstream pools of both (no lifespan shutdown is run here)
 
 
 def main() -> None:
