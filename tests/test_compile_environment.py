@@ -271,3 +271,44 @@ def test_check_explain_and_provider_health_still_show_this_machines_state(
         assert first["configured"] is configured
         assert first["missing_env"] == ([] if configured else ["OPENAI_API_KEY"])
         assert document["generation"] == plan.generation
+
+
+URL_OPTIONS = {
+    "providers.yaml": """
+        providers:
+          gemini-antigravity:
+            type: gemini-antigravity
+            options:
+              token_url: https://oauth.example/token?key=literal-pool-token-key
+            instances:
+              - id: ag-1
+                credentials: oauth/ag.json
+                base_urls:
+                  - https://ops:literal-base-password@daily.example
+                  - "https://backup.example/v1?api_key=${AG_KEY}&region=eu"
+                auth_url: https://accounts.example/auth?key=literal-auth-key
+    """,
+    "routes.yaml": """
+        default: gemini-antigravity
+        routes:
+          - name: gemini
+            match: { model: "gemini-*" }
+            to: gemini-antigravity
+    """,
+    "oauth/ag.json": "{}",
+}
+
+
+def test_url_options_hide_passwords_and_secret_query_values(tmp_path: Path) -> None:
+    config = write_config(tmp_path, URL_OPTIONS)
+    text = compile_plan(config, env={"AG_KEY": "sk-env-ag-key"})
+    for line in (
+        "token_url: https://oauth.example/token?key=***",
+        "base_urls: ['https://ops:***@daily.example',"
+        " 'https://backup.example/v1?api_key=${AG_KEY}&region=eu']",
+        "auth_url: https://accounts.example/auth?key=***",
+    ):
+        assert f"{line}\n" in text, line
+    for secret in ("literal-pool-token-key", "literal-base-password", "literal-auth-key"):
+        assert secret not in text
+    assert "sk-env-ag-key" not in text

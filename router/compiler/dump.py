@@ -50,6 +50,7 @@ from router.config.interpolate import mask_literals
 
 MASK = "***"
 SENSITIVE = SECRET_NAME  # header / env names whose values are treated as secrets
+URL_OPTIONS = frozenset({"base_urls", "token_url", "auth_url"})  # a URL, or a list of them
 
 Texts = Mapping[DataPath, Any]  # one file's `Written` record
 _NONE: Texts = {}  # never written to
@@ -286,7 +287,10 @@ def _provider(provider: Provider, config_dir: str, c: Collector, texts: Texts) -
             (*health, "recover_after"), _seconds(provider.health.recover_after)
         ),
     }
-    out["options"] = c.masked(provider.options, texts, (*at, "options"))
+    options = c.masked(provider.options, texts, (*at, "options"))
+    for key in URL_OPTIONS.intersection(options):
+        options[key] = _urls(provider.options[key], c, texts, (*at, "options", key))
+    out["options"] = options
     out["instances"] = [
         _instance(instance, config_dir, c, texts, (*at, "instances", index))
         for index, instance in enumerate(provider.instances)
@@ -329,12 +333,22 @@ def _instance(
             options[key] = None if value is None and text is None else c.secret(value, text)
         elif key == "credentials":
             options[key] = _relative(str(value), config_dir) if text is None else text
+        elif key in URL_OPTIONS:
+            options[key] = _urls(value, c, texts, path)
         else:
             options[key] = _tree(texts, path, value)
     out["options"] = options
     if not c.as_written and instance.unconfigured:
         out["unconfigured"] = list(instance.unconfigured)
     return out
+
+
+def _urls(value: Any, c: Collector, texts: Texts, path: DataPath) -> Any:
+    """A URL option, or a list of them, less passwords and secret-looking query values."""
+    if isinstance(value, list | tuple):
+        return [_urls(item, c, texts, (*path, index)) for index, item in enumerate(value)]
+    text = texts.get(path)
+    return c.url(str(value), text if isinstance(text, str) else None)
 
 
 def _env(env: Mapping[str, str], written: tuple[str, ...] | None) -> Mapping[str, str]:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from router.compiler.written import Written
 from router.protocols import ir
@@ -54,13 +54,14 @@ def redact_url(url: str) -> str:
     if "@" in netloc:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = urlencode(
-        [
-            (k, "***" if SECRET_NAME.search(k) or k == "key" else v)
-            for k, v in parse_qsl(parts.query)
-        ]
-    )
+    query = "&".join(map(_redact_pair, parts.query.split("&"))) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_pair(pair: str) -> str:
+    """One `name=value` of a query, as written unless the name looks secret."""
+    name, equals, _ = pair.partition("=")
+    return f"{name}=***" if equals and (SECRET_NAME.search(name) or name == "key") else pair
 
 
 class Redacted(dict):  # type: ignore[type-arg]
