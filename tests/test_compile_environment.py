@@ -286,6 +286,7 @@ URL_OPTIONS = {
                 base_urls:
                   - https://ops:literal-base-password@daily.example
                   - "https://backup.example/v1?api_key=${AG_KEY}&region=eu"
+                  - "https://${AG_HOST:-ag.example}/v1?key=literal-query-key"
                 auth_url: https://accounts.example/auth?key=literal-auth-key
     """,
     "routes.yaml": """
@@ -305,10 +306,16 @@ def test_url_options_hide_passwords_and_secret_query_values(tmp_path: Path) -> N
     for line in (
         "token_url: https://oauth.example/token?key=***",
         "base_urls: ['https://ops:***@daily.example',"
-        " 'https://backup.example/v1?api_key=${AG_KEY}&region=eu']",
+        " 'https://backup.example/v1?api_key=${AG_KEY}&region=eu',"
+        " 'https://${AG_HOST:-ag.example}/v1?key=***']",
         "auth_url: https://accounts.example/auth?key=***",
     ):
         assert f"{line}\n" in text, line
-    for secret in ("literal-pool-token-key", "literal-base-password", "literal-auth-key"):
+    for secret in (
+        "literal-pool-token-key",
+        "literal-base-password",
+        "literal-query-key",
+        "literal-auth-key",
+    ):
         assert secret not in text
     assert "sk-env-ag-key" not in text

@@ -43,6 +43,7 @@ from router.compiler.plan import (
     Secret,
     Step,
     Target,
+    redact_query_pair,
     redact_url,
 )
 from router.compiler.written import DataPath, Written
@@ -239,12 +240,9 @@ def _redact_literals(url: str) -> str:
     path, question, query = tail.partition("?")
     if question:
         query, hashmark, fragment = query.partition("#")
-        pairs = []
-        for pair in query.split("&"):
-            name, _, value = pair.partition("=")
-            if "${" not in value and (SENSITIVE.search(name) or name == "key"):
-                pair = f"{name}={MASK}"
-            pairs.append(pair)
+        pairs = [
+            p if "${" in p.partition("=")[2] else redact_query_pair(p) for p in query.split("&")
+        ]
         tail = f"{path}?{'&'.join(pairs)}{hashmark}{fragment}"
     return f"{scheme}://{authority}{tail}"
 

@@ -54,11 +54,11 @@ def redact_url(url: str) -> str:
     if "@" in netloc:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = "&".join(map(_redact_pair, parts.query.split("&"))) if parts.query else ""
+    query = "&".join(map(redact_query_pair, parts.query.split("&"))) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _redact_pair(pair: str) -> str:
+def redact_query_pair(pair: str) -> str:
     """One `name=value` of a query, as written unless the name looks secret."""
     name, equals, _ = pair.partition("=")
     return f"{name}=***" if equals and (SECRET_NAME.search(name) or name == "key") else pair
