@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from router.compiler import compile_config, dump
+from router.compiler.plan import redact_url
 from router.config.interpolate import mask_literals
 from router.testing import compile_plan
 from tests.conftest import write_config
@@ -319,3 +320,17 @@ def test_url_options_hide_passwords_and_secret_query_values(tmp_path: Path) -> N
     ):
         assert secret not in text
     assert "sk-env-ag-key" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://ops:pw@host/v1", "https://ops:***@host/v1"),
+        ("https://host/v1?key=k&alt=sse", "https://host/v1?key=***&alt=sse"),
+        ("https://host/v1?api%5Fkey=k&q=a%20b", "https://host/v1?api%5Fkey=***&q=a%20b"),
+        ("https://host/v1?flag&token=", "https://host/v1?flag&token=***"),
+        ("https://host/v1", "https://host/v1"),
+    ],
+)
+def test_redact_url_hides_only_secrets_and_keeps_the_rest_as_written(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from router.compiler.written import Written
 from router.protocols import ir
@@ -59,9 +59,10 @@ def redact_url(url: str) -> str:
 
 
 def redact_query_pair(pair: str) -> str:
-    """One `name=value` of a query, as written unless the name looks secret."""
+    """One `name=value` of a query, as written unless the name (decoded) looks secret."""
     name, equals, _ = pair.partition("=")
-    return f"{name}=***" if equals and (SECRET_NAME.search(name) or name == "key") else pair
+    decoded = unquote_plus(name)
+    return f"{name}=***" if equals and (SECRET_NAME.search(decoded) or decoded == "key") else pair
 
 
 class Redacted(dict):  # type: ignore[type-arg]
