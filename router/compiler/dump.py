@@ -285,10 +285,11 @@ def _provider(provider: Provider, config_dir: str, c: Collector, texts: Texts) -
             (*health, "recover_after"), _seconds(provider.health.recover_after)
         ),
     }
-    options = c.masked(provider.options, texts, (*at, "options"))
-    for key in URL_OPTIONS.intersection(options):
+    plain = {k: v for k, v in provider.options.items() if k not in URL_OPTIONS}
+    options = c.masked(plain, texts, (*at, "options"))
+    for key in URL_OPTIONS.intersection(provider.options):
         options[key] = _urls(provider.options[key], c, texts, (*at, "options", key))
-    out["options"] = options
+    out["options"] = dict(sorted(options.items()))
     out["instances"] = [
         _instance(instance, config_dir, c, texts, (*at, "instances", index))
         for index, instance in enumerate(provider.instances)
