@@ -2,7 +2,7 @@
 Code Assist): the sign-in flow, token refresh, project discovery, the wrapped wire
 format, Antigravity's endpoint fallback, aliases and tool-schema cleaning.
 
-Adapters are called through `router.server.upstream.call_wire`, the path the gateway
+Adapters are called through `router.providers.upstream.call_wire`, the path the gateway
 uses, so the envelope and the unwrapping are exercised for real."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from router.providers.oauth_cli import (
     wait_auth,
 )
 from router.providers.registry import adapter_for
-from router.server.upstream import Answer, AttemptFailed, PrimedStream, call_wire
+from router.providers.upstream import Answer, AttemptFailed, PrimedStream, call_wire
 from tests.fakes.google import FakeGoogleProcess
 from tests.fakes.process import REPO_ROOT, free_port, spawn_process
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from router.protocols import anthropic, ir, openai_chat
-from router.server.upstream import _feed_until_content
+from router.providers.upstream import _feed_until_content
 
 CANNED = Path(__file__).parent.parent / "bench" / "canned"
 

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.protocols import gemini, ir
-from router.protocols.gemini_schema import from_gemini, to_gemini
+from router.protocols.gemini.schema import from_gemini, to_gemini
+from router.protocols.gemini.signatures import _unwrap_foreign
 from tests.sse_replay import ReplayServer
 
 PNG = (
@@ -1435,7 +1436,7 @@ def urlsafe_unpadded(text: str) -> str:
 def test_unwrap_signature_is_unambiguous(
     value: str, expected: tuple[str, str, bool] | None
 ) -> None:
-    assert gemini.unwrap_signature(value) == expected
+    assert _unwrap_foreign(value) == expected
 
 
 def test_gemini_upstream_never_gets_a_foreign_signature() -> None:

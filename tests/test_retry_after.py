@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from router.server.upstream import retry_after_seconds
+from router.providers.upstream import retry_after_seconds
 from tests.conftest import write_config
 from tests.fakes import FakeUpstream
 from tests.gateway import Gateway

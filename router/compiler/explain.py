@@ -164,7 +164,7 @@ def _target(
     if not active:
         head += " -- SKIPPED: no usable instance"
     lines = [head]
-    body = mapped_body(target, probe)
+    body = mapped_body(target.pipeline, probe)
     model, why = upstream_model(target, probe, body)
     lines.append(f"     upstream model: {model} ({why})")
     lines.append(f"     instances: {_instances(provider)}")

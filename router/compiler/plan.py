@@ -17,19 +17,6 @@ from router.protocols import ir
 if TYPE_CHECKING:
     from router.compiler.matcher import MatchSpec, RouteMatcher
 
-# adapter type -> the wire protocol it speaks upstream ("ir": consumes the intermediate
-# form directly, no wire translation)
-ADAPTER_PROTOCOLS: Mapping[str, str] = {
-    "openai-custom": "openai-chat",
-    "openaiResponses-custom": "openai-responses",
-    "claude-custom": "anthropic",
-    "claudeCode-custom": "ir",
-    "gemini-cli-oauth": "gemini",
-    "gemini-antigravity": "gemini",
-    "gemini-api": "gemini",
-    "echo": "ir",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Secret:
@@ -106,18 +93,19 @@ class Provider:
 
     name: str
     type: str
-    protocol: str  # ADAPTER_PROTOCOLS[type]
+    protocol: str  # spoken upstream (router.providers.types); "ir": no wire translation
     models: tuple[str, ...] = ()
     instances: tuple[Instance, ...] = ()
     health: HealthPolicy = field(default_factory=HealthPolicy)
     timeout: float = 600.0
     first_token_timeout: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    built_in: bool = False  # serves without instances (echo)
 
     @property
     def available(self) -> bool:
-        """Can take traffic: echo always; others need an enabled, configured instance."""
-        if self.type == "echo":
+        """Can take traffic: a built-in always; others need an enabled, configured instance."""
+        if self.built_in:
             return True
         return any(i.enabled and not i.unconfigured for i in self.instances)
 

@@ -1,22 +1,30 @@
-"""A request as routing sees it, built from command-line or test-case input, for
-`router explain` and `router test` (the server builds its own from HTTP)."""
+"""A request as routing sees it. `Routable` is what resolution and the pipelines read of
+a request; the server's `Inbound` (built from HTTP) and `Probe` (built here from
+command-line or test-case input, for `router explain` and `router test`) both are one,
+so the server and explain resolve, map and pick the upstream model the same way."""
 
 from __future__ import annotations
 
-import re
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from router.compiler.plan import Plan, Target
+from router.compiler.plan import Pipeline, Plan, Resolution, Target
+from router.protocols import module_for, paths
 
-_PROTOCOL_PATHS = (
-    (re.compile(r"^/v1/chat/completions/?$"), "openai-chat"),
-    (re.compile(r"^/v1/responses/?$"), "openai-responses"),
-    (re.compile(r"^/v1/messages(/count_tokens)?/?$"), "anthropic"),
-    (re.compile(r"^/v1(beta)?/models/(?P<model>[^/:]+):[A-Za-z]+$"), "gemini"),
-)
-_API_ROOTS = ("v1", "v1beta")
+
+class Routable(Protocol):
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # lower-case names
+    @property
+    def body(self) -> Mapping[str, Any]: ...
+    @property
+    def path_provider(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,16 +36,12 @@ class Probe:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: Mapping[str, Any] = field(default_factory=dict)
 
-    def context(self) -> dict[str, Any]:
-        """What pipeline expressions see besides the document."""
-        return {"model": self.model, "protocol": self.protocol, "headers": dict(self.headers)}
-
 
 def split_path(path: str) -> tuple[str | None, str]:
     """`/claude-custom/v1/messages?x=1` -> ("claude-custom", "/v1/messages")."""
     path = path.split("?", 1)[0]
     parts = path.lstrip("/").split("/", 1)
-    if parts[0] and parts[0] not in _API_ROOTS:
+    if parts[0] and parts[0] not in paths.API_ROOTS:
         return parts[0], "/" + (parts[1] if len(parts) > 1 else "")
     return None, path
 
@@ -57,18 +61,17 @@ def make_probe(
     path_model = None
     if path is not None:
         path_provider, rest = split_path(path)
-        for pattern, name in _PROTOCOL_PATHS:
-            found = pattern.match(rest)
-            if found:
-                protocol = protocol or name
-                path_model = found.groupdict().get("model")
-                break
-    protocol = protocol or "openai-chat"
+        found = paths.match(rest.rstrip("/") or "/")
+        if found is not None:
+            protocol = protocol or found.endpoint.protocol
+            path_model = found.model
+    protocol = protocol or paths.DEFAULT_PROTOCOL
+    in_body = module_for(protocol).MODEL_IN_BODY
     document = dict(body or {})
-    model = model or path_model or (document.get("model") if protocol != "gemini" else None)
+    model = model or path_model or (document.get("model") if in_body else None)
     if not isinstance(model, str) or not model:
         raise ValueError("no model given (use --model, a body with `model`, or a Gemini path)")
-    if protocol != "gemini":
+    if in_body:
         document.setdefault("model", model)
     return Probe(
         protocol=protocol,
@@ -86,29 +89,36 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def mapped_body(target: Target, probe: Probe) -> dict[str, Any]:
-    """The client body after the target's request-stage mappings."""
-    body = dict(probe.body)
-    if target.pipeline is None:
-        return body
-    return target.pipeline.run("request", body, probe.context())
+def context(request: Routable) -> dict[str, Any]:
+    """What pipeline expressions see besides the document."""
+    return {"model": request.model, "protocol": request.protocol, "headers": dict(request.headers)}
 
 
-def upstream_model(target: Target, probe: Probe, body: Mapping[str, Any]) -> tuple[str, str]:
+def resolve(plan: Plan, request: Routable) -> Resolution:
+    """Stage 3: which route (and so which chain of targets) serves `request`. Raises
+    ir.Error for an override naming no provider."""
+    return plan.resolve(
+        protocol=request.protocol,
+        model=request.model,
+        headers=request.headers,
+        body=request.body,
+        path_provider=request.path_provider,
+    )
+
+
+def mapped_body(pipeline: Pipeline | None, request: Routable) -> dict[str, Any]:
+    """The client body after the `request` steps: the body itself when there are none
+    (read it, do not change it), else a mapped copy."""
+    if pipeline is None or not pipeline.request:
+        return request.body  # type: ignore[return-value]
+    return pipeline.run("request", copy.deepcopy(dict(request.body)), context(request))
+
+
+def upstream_model(target: Target, request: Routable, body: Mapping[str, Any]) -> tuple[str, str]:
     """(model, why): the target's model, else the mapped body's, else the client's."""
     if target.model is not None:
         return target.model, "set by the route"
-    mapped = body.get("model") if probe.protocol != "gemini" else None
-    if isinstance(mapped, str) and mapped and mapped != probe.model:
+    mapped = body.get("model") if module_for(request.protocol).MODEL_IN_BODY else None
+    if isinstance(mapped, str) and mapped and mapped != request.model:
         return mapped, "mapped by the pipeline"
-    return probe.model, "the client's"
-
-
-def resolve(plan: Plan, probe: Probe):  # -> Resolution (raises ir.Error)
-    return plan.resolve(
-        protocol=probe.protocol,
-        model=probe.model,
-        headers=probe.headers,
-        body=probe.body,
-        path_provider=probe.path_provider,
-    )
+    return request.model, "the client's"

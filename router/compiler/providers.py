@@ -13,7 +13,6 @@ from typing import Any
 from router.compiler.context import Context
 from router.compiler.glob import compile_glob, glob_problem
 from router.compiler.plan import (
-    ADAPTER_PROTOCOLS,
     SECRET_NAME,
     HealthPolicy,
     Instance,
@@ -26,23 +25,13 @@ from router.config.interpolate import Interpolated
 from router.config.loaded import LoadedFile
 from router.config.schema import display_path
 from router.config.yamlsource import Path as DataPath
+from router.providers.types import BY_NAME, PROVIDER_TYPES
 
 # Instance keys holding secrets: an unset `${VAR}` in one makes the instance unconfigured.
 # So does one in a `headers` or `env` entry whose name looks secret (Authorization, *KEY*).
 SECRET_KEYS = ("api_key", "client_secret")
-# Adapter-specific instance keys, and the adapter types that use them.
-ADAPTER_KEYS: Mapping[str, frozenset[str]] = {
-    "claudeCode-custom": frozenset(
-        {"command", "args", "env", "max_turns", "queue_timeout", "runtime_dir"}
-    ),
-    "gemini-cli-oauth": frozenset(
-        {"credentials", "project", "token_url", "auth_url", "client_id", "client_secret"}
-    ),
-    "gemini-antigravity": frozenset(
-        {"credentials", "project", "base_urls", "token_url", "auth_url", "client_id",
-         "client_secret"}
-    ),
-}  # fmt: skip
+# Adapter-specific instance keys, and the types that use them.
+ADAPTER_KEYS: Mapping[str, frozenset[str]] = {t.name: t.keys for t in PROVIDER_TYPES if t.keys}
 _SPECIFIC_KEYS = frozenset().union(*ADAPTER_KEYS.values())
 # instance keys that go to `Instance.options`
 OPTION_KEYS = _SPECIFIC_KEYS | {"max_concurrency", "model_aliases"}
@@ -82,8 +71,9 @@ def _provider(
     ctx: Context, loaded: LoadedFile, name: str, spec: dict[str, Any], path: DataPath
 ) -> Provider | None:
     kind = spec["type"]
+    provider_type = BY_NAME[kind]
     raw_instances = spec.get("instances") or []
-    if not raw_instances and kind != "echo":
+    if not raw_instances and not provider_type.built_in:
         loaded.error(path, f"provider {name!r} (type {kind}) needs at least one instance")
         return None
     instances = []
@@ -98,7 +88,7 @@ def _provider(
     return Provider(
         name=name,
         type=kind,
-        protocol=ADAPTER_PROTOCOLS[kind],
+        protocol=provider_type.protocol,
         models=tuple(spec.get("models") or ()),
         instances=tuple(instances),
         health=HealthPolicy(
@@ -108,6 +98,7 @@ def _provider(
         timeout=parse_duration(timeout) if timeout is not None else 600.0,
         first_token_timeout=parse_duration(first_token) if first_token is not None else None,
         options=MappingProxyType(dict(spec.get("options") or {})),
+        built_in=provider_type.built_in,
     )
 
 

@@ -137,7 +137,7 @@ def _check(plan: Plan, case: Mapping[str, Any], outcome: Outcome) -> None:
     _compare(failures, "route", expect, route.name)
     _compare(failures, "via", expect, resolution.via)
     first = route.targets[0]
-    body = mapped_body(first, probe)
+    body = mapped_body(first.pipeline, probe)
     _compare(failures, "provider", expect, first.provider)
     _compare(failures, "model", expect, upstream_model(first, probe, body)[0])
     _compare(failures, "chain", expect, [t.provider for t in route.targets])

@@ -1,6 +1,6 @@
 """Per-instance health: consecutive errors, a circuit that opens after `max_errors`, a
 single half-open probe after `recover_after`, and a cool-down while an upstream's
-`Retry-After` runs."""
+`Retry-After` runs. `HEALTH` is this process's book of it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import time
 from dataclasses import dataclass, field
 
 from router.compiler.plan import HealthPolicy
+from router.protocols import ir
 
+# Upstream rejections that say the instance itself is broken (its key), not the request.
+INSTANCE_FAULTS = frozenset({401, 403})
 # A Retry-After longer than this is not taken at its word (a broken header must not park
 # an instance for days); the circuit breaker handles longer outages.
 MAX_COOLDOWN = 3600.0
@@ -67,6 +70,14 @@ class InstanceHealth:
             self.down_since = now
         self.probing = False
 
+    def record_failure(self, policy: HealthPolicy, error: ir.Error, retryable: bool) -> None:
+        """Count a failed attempt against the instance, unless the upstream only rejected
+        the request (400, 404, 422...): then the instance is fine and the call is neutral."""
+        if retryable or error.status in INSTANCE_FAULTS:
+            self.fail(policy, error.status, error.message, error.retry_after)
+        else:
+            self.release()
+
     def release(self) -> None:
         """The call ended without a verdict on the instance (client went away, or the
         upstream rejected the request itself): free the probe slot."""
@@ -100,3 +111,6 @@ class HealthBook:
         for key in list(self.entries):
             if provider is None or key[0] == provider:
                 del self.entries[key]
+
+
+HEALTH = HealthBook()

@@ -6,7 +6,18 @@ from __future__ import annotations
 import time
 
 from router.compiler.plan import Instance, Provider
-from router.pool.health import HealthBook
+from router.pool.health import HEALTH, HealthBook
+from router.protocols import ir
+
+# the one instance of a built-in pool (echo) that lists none
+IMPLICIT_INSTANCE = Instance(id="default")
+
+
+def instances_for(provider: Provider, model: str, book: HealthBook = HEALTH) -> list[Instance]:
+    """Instances to try for a call to `model`, in order."""
+    if not provider.instances and provider.built_in:
+        return [IMPLICIT_INSTANCE]
+    return candidates(book, provider, model)
 
 
 def candidates(book: HealthBook, provider: Provider, model: str) -> list[Instance]:
@@ -35,3 +46,12 @@ def rate_limited_for(book: HealthBook, provider: Provider, model: str) -> float 
     ]
     waits = [wait for wait in waits if wait > 0]
     return min(waits) if waits else None
+
+
+def none_available(provider: Provider, model: str, book: HealthBook = HEALTH) -> ir.Error:
+    """Why no instance of `provider` can take a call to `model` now."""
+    wait = rate_limited_for(book, provider, model)
+    if wait is not None:
+        message = f"provider {provider.name}: every instance is rate-limited"
+        return ir.Error(429, "rate_limit", message, retry_after=wait)
+    return ir.Error(503, "unavailable", f"provider {provider.name}: no healthy instance")

@@ -1,50 +1,33 @@
-"""Protocol modules: one per wire protocol, each converting to and from `ir`.
-
-Every module (`openai_chat`, `openai_responses`, `anthropic`, `gemini`) exposes the same
-surface, so the server can treat them alike:
-
-    NAME: str                                   # "openai-chat", ... (see ir.PROTOCOLS)
-    ACCEPTS_IMAGE_URLS: bool                    # False: the server inlines http(s) images first
-    parse_request(body: dict) -> ir.Request     # client body -> ir   (raises ir.Error 400)
-    build_request(req: ir.Request) -> dict      # ir -> upstream body (appends req.dropped)
-    parse_response(body: dict) -> ir.Response   # upstream body -> ir
-    build_response(resp: ir.Response, req: ir.Request) -> dict   # ir -> client body
-    StreamDecoder()                             # upstream stream bytes -> ir events
-        .feed(chunk: bytes) -> list[ir.Event]
-        .close() -> list[ir.Event]              # at upstream EOF; errors if unfinished
-    StreamEncoder(req: ir.Request, **options)   # ir events -> client stream bytes
-        .content_type: str
-        .encode(event: ir.Event) -> bytes
-    parse_error(status: int, body: bytes) -> ir.Error   # upstream error -> ir
-    error_body(err: ir.Error) -> dict           # ir error -> client body (status: err.status)
-    stream_error(err: ir.Error) -> bytes        # the mid-stream error event, on its own
-    model_list(models: list[str]) -> dict       # the protocol's model-list shape
-
-Gemini carries the model and the stream flag in the URL, not the body: its
-`parse_request` leaves `model` empty and `stream` False for the caller to fill in, and
-its `StreamEncoder` takes `sse: bool` (SSE with alt=sse, one JSON array without).
-"""
+"""Protocol packages: one per wire protocol (`openai_chat`, `openai_responses`,
+`anthropic`, `gemini`), each converting to and from `ir` and laid out the same way. What
+each one offers is the typed `interface.WireProtocol`; `paths` is the table of the client
+endpoints that speak them."""
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-_MODULES: dict[str, ModuleType] = {}
+if TYPE_CHECKING:
+    from router.protocols.interface import WireProtocol
+
+_PACKAGES: dict[str, WireProtocol] = {}
 
 
-def module_for(protocol: str) -> ModuleType:
-    module = _MODULES.get(protocol)
-    if module is None:
-        # imported on first use: the protocol modules import this package
+def module_for(protocol: str) -> WireProtocol:
+    """The package of `protocol` (one of ir.PROTOCOLS); KeyError for any other name."""
+    package = lookup(protocol)
+    if package is None:
+        raise KeyError(protocol)
+    return package
+
+
+def lookup(protocol: str) -> WireProtocol | None:
+    """The package of `protocol`; None for a name that is no wire protocol (the "ir" of
+    in-process adapters)."""
+    if not _PACKAGES:
+        # imported on first use: the protocol packages import this package
         from router.protocols import anthropic, gemini, openai_chat, openai_responses
 
-        _MODULES.update(
-            {
-                "openai-chat": openai_chat,
-                "openai-responses": openai_responses,
-                "anthropic": anthropic,
-                "gemini": gemini,
-            }
-        )
-        module = _MODULES[protocol]
-    return module
+        for module in (openai_chat, openai_responses, anthropic, gemini):
+            _PACKAGES[module.NAME] = module  # type: ignore[assignment]
+    return _PACKAGES.get(protocol)

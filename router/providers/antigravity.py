@@ -22,7 +22,7 @@ import msgspec
 
 from router.compiler.plan import Instance, Provider
 from router.protocols import ir
-from router.protocols.gemini_schema import from_gemini, to_gemini
+from router.protocols.gemini.schema import from_gemini, to_gemini
 from router.providers.base import Call
 from router.providers.code_assist import Account, CodeAssistAdapter
 
@@ -59,6 +59,8 @@ _SILENTLY_DROPPED = frozenset({"propertyOrdering", "title", "$schema"})
 
 
 class AntigravityAdapter(CodeAssistAdapter):
+    default_models = DEFAULT_MODELS
+    counts_tokens = False  # its API has no countTokens: the estimate answers
     provider_type = "gemini-antigravity"
     default_bases = (DAILY_BASE, AUTOPUSH_BASE)
     default_user_agent = "antigravity/1.11.5 linux/amd64"

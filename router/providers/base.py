@@ -30,6 +30,19 @@ class Call:
     state: dict[str, Any] = field(default_factory=dict)  # the adapter's scratch space
 
 
+@dataclass(slots=True)
+class CountCall:
+    """A token count asked of one instance (the count endpoints)."""
+
+    provider: Provider
+    instance: Instance
+    model: str  # the upstream model name
+    request: ir.Request  # the client's request in ir, model set, images inlined as needed
+    client_protocol: str
+    client_body: Mapping[str, Any]  # as the client sent it
+    client_headers: Mapping[str, str]  # lower-case names
+
+
 class StreamTransformer(Protocol):
     """Rewrites a byte stream incrementally (e.g. unwraps Code Assist SSE events)."""
 
@@ -40,6 +53,8 @@ class StreamTransformer(Protocol):
 
 class WireAdapter(ABC):
     protocol: str
+    default_models: tuple[str, ...] = ()  # advertised when the pool lists none
+    probe_model: str | None = None  # what a health check asks for when the pool lists none
 
     @abstractmethod
     def url(self, call: Call) -> str: ...
@@ -62,6 +77,13 @@ class WireAdapter(ABC):
         """A fresh per-call transformer for the upstream's stream bytes, or None."""
         return None
 
+    counts_tokens: bool = False  # True: `count_tokens` asks the upstream
+
+    async def count_tokens(self, call: CountCall) -> int:
+        """The upstream's token count for `call.request`. Raises ir.Error (the upstream's
+        error) or httpx.HTTPError; only called when `counts_tokens`."""
+        raise NotImplementedError
+
     async def retry(self, call: Call, status: int | None) -> bool:
         """Called after a failed send: `status` is the upstream's HTTP status (>= 400),
         None for a network error. True sends the call again to the same instance, with
@@ -70,6 +92,9 @@ class WireAdapter(ABC):
 
 
 class IRAdapter(ABC):
+    default_models: tuple[str, ...] = ()  # advertised when the pool lists none
+    probe_model: str | None = None  # what a health check asks for when the pool lists none
+
     def note_dropped(self, request: ir.Request) -> None:  # noqa: B027 - optional hook
         """Add the request fields this adapter cannot carry to `request.dropped`. Called
         while the request is prepared, before any attempt, so strict mode can refuse it."""

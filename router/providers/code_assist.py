@@ -22,7 +22,7 @@ import msgspec
 
 from router.compiler.plan import Instance, Provider
 from router.protocols import gemini, ir
-from router.providers.base import Call, StreamTransformer, WireAdapter
+from router.providers.base import Call, CountCall, StreamTransformer, WireAdapter
 from router.providers.google_oauth import (
     LoopLock,
     OAuthSettings,
@@ -32,6 +32,7 @@ from router.providers.google_oauth import (
     token_store,
 )
 from router.providers.http import client_for
+from router.tokens import estimate_request_tokens
 
 log = logging.getLogger("router.code_assist")
 
@@ -80,6 +81,7 @@ class Account:
 
 class CodeAssistAdapter(WireAdapter):
     protocol = "gemini"
+    default_models = DEFAULT_MODELS
     provider_type = "gemini-cli-oauth"
     default_bases: tuple[str, ...] = (DEFAULT_BASE,)
     default_user_agent = "GeminiCLI/0.21.0 (linux; x64)"
@@ -259,12 +261,22 @@ class CodeAssistAdapter(WireAdapter):
             return _object(response.content, method)
 
     # --- countTokens -------------------------------------------------------------------
-    async def count_tokens(
+    counts_tokens = True
+
+    async def count_tokens(self, call: CountCall) -> int:
+        """`v1internal:countTokens` counts the contents only (the body gemini-cli sends);
+        the system instruction and the tools are added as the estimate."""
+        contents = gemini.build_request(call.request)["contents"]
+        counted = await self.count_contents(call.provider, call.instance, call.model, contents)
+        request = call.request
+        rest = ir.Request(request.model, system=request.system, tools=request.tools)
+        return counted + estimate_request_tokens(rest)
+
+    async def count_contents(
         self, provider: Provider, instance: Instance, model: str, contents: list[Any]
     ) -> int:
         """`v1internal:countTokens` with the body gemini-cli sends,
-        `{request: {model: "models/<m>", contents}}`, answered with `totalTokens`. It takes
-        no system instruction or tools (the caller estimates those)."""
+        `{request: {model: "models/<m>", contents}}`, answered with `totalTokens`."""
         account = self.account(provider, instance)
         name = model.removeprefix("models/")
         name = account.aliases.get(name, name)

@@ -30,6 +30,8 @@ _WORDS = re.compile(r"\S+\s*|\s+")
 
 
 class EchoAdapter(IRAdapter):
+    probe_model = "echo"
+
     async def generate(self, call: Call) -> ir.Response:
         assert call.request is not None
         return reply(call.request, call.model)

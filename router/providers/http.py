@@ -13,12 +13,16 @@ from __future__ import annotations
 import os
 import ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
+from typing import Any
 
 import certifi
 import httpx
+import msgspec
 
+from router.compiler.plan import Instance
+from router.protocols import ir
 from router.providers import connections
 from router.providers.transport import AiohttpClient, CookielessClient
 
@@ -40,6 +44,7 @@ _HOP_BY_HOP = frozenset(
 )
 
 UpstreamResponse = httpx.Response | connections.Response
+_encode = msgspec.json.Encoder().encode
 
 _clients: dict[str | bool | None, httpx.AsyncClient] = {}
 
@@ -142,6 +147,29 @@ def _tls_context() -> ssl.SSLContext:
     )
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+async def post_json(
+    instance: Instance,
+    url: str,
+    body: Any,
+    headers: dict[str, str],
+    parse_error: Callable[[int, bytes], ir.Error],
+    timeout: float,
+) -> Any:
+    """A small JSON call (token counts): the decoded answer, or the upstream's error as
+    `parse_error` reads it. Raises httpx.HTTPError when the upstream cannot be reached."""
+    response = await client_for(instance.proxy).post(
+        url, content=_encode(body), headers={**headers, **instance.headers}, timeout=timeout
+    )
+    if response.status_code != 200:
+        raise parse_error(response.status_code, response.content)
+    try:
+        return msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        raise ir.Error(
+            502, "bad_gateway", "the count endpoint answered with invalid JSON"
+        ) from None
 
 
 def is_hop_by_hop(name: str) -> bool:

@@ -1,35 +1,35 @@
-"""Stage 1: the client-side endpoints of the four protocols, each also under /{provider}/.
-They authenticate, decode the body, hand over to the dispatcher and shape the reply."""
+"""Stage 1: the client-side endpoints of the four protocols (router.protocols.paths), each
+also under /{provider}/. They authenticate, decode the body, hand over to the dispatcher
+and shape the reply. Every request leaves one outcome record (router.records), started
+here and finished by the front once the last byte is out."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
 from router.compiler.plan import Plan
-from router.protocols import ir, module_for
+from router.protocols import ir, module_for, paths
+from router.protocols.paths import Endpoint
+from router.providers.upstream import UPSTREAM_WAIT, Stopwatch
+from router.records.outcome import Trace
 from router.server import models
 from router.server.auth import check_client
-from router.server.counting import count_body, count_tokens
-from router.server.dispatch import (
-    ClientGone,
-    Exhausted,
-    Outcome,
-    Receive,
-    cancel_on_disconnect,
-    dispatch,
-)
+from router.server.counting import count_tokens
+from router.server.disconnect import ClientGone, Receive, cancel_on_disconnect
+from router.server.dispatch import Exhausted, dispatch
 from router.server.errors import error_parts, error_response
+from router.server.respond import Reply
 from router.server.state import PlanHolder
 from router.server.translate import Inbound
-from router.server.upstream import UPSTREAM_WAIT, Stopwatch
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -81,34 +81,31 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return json_object(await _raw_body(request))
 
 
-def _model_and_stream(protocol: str, body: dict[str, Any]) -> tuple[str, bool]:
+def _model_of(body: dict[str, Any], url_model: str | None) -> str:
+    if url_model is not None:
+        return url_model
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ir.Error(400, "invalid_request", "`model` is required", param="model")
+    return model
+
+
+def _stream_of(body: dict[str, Any], endpoint: Endpoint) -> bool:
+    if endpoint.stream is not None:
+        return endpoint.stream
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ir.Error(400, "invalid_request", "`stream` must be a boolean", param="stream")
-    return model, stream
-
-
-@dataclass(slots=True)
-class Reply:
-    """What goes back to the client, whichever front (Litestar or the fast path) sends it."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
-    media_type: str = "application/json"
+    return stream
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class Incoming:
     """One request to a generating endpoint, as the front read it."""
 
-    protocol: str
+    endpoint: Endpoint
     provider: str | None  # the /{provider}/ path prefix
-    gemini: str | None  # Gemini's `{model}:{action}` path segment
+    model: str | None  # the model the URL names
     headers: dict[str, str]  # lower-case names
     query: dict[str, str]
     read_body: Callable[[], Awaitable[bytes]]  # raises ir.Error (413...)
@@ -116,30 +113,34 @@ class Call:
     started: float  # perf_counter() when the request reached the gateway
 
 
-async def serve(holder: PlanHolder, call: Call) -> Reply:
+async def serve(holder: PlanHolder, incoming: Incoming) -> Reply:
     """Stages 2-8 of one request: auth, body, dispatch; the reply or the error, in the
-    client's protocol, with x-router-overhead-ms."""
+    client's protocol, with x-router-overhead-ms and the request's trace."""
+    endpoint = incoming.endpoint
+    trace = Trace(endpoint.protocol, endpoint.path, started=incoming.started)
     wait = Stopwatch()
     token = UPSTREAM_WAIT.set(wait)
     try:
-        reply = await _serve_call(holder, call)
+        reply = await _serve(holder, incoming, trace)
     finally:
         UPSTREAM_WAIT.reset(token)
-    overhead = (time.perf_counter() - call.started - wait.seconds) * 1000
-    reply.headers["x-router-overhead-ms"] = f"{max(overhead, 0.0):.3f}"
+    overhead = max(time.perf_counter() - incoming.started - wait.seconds, 0.0)
+    trace.overhead = overhead
+    if not trace.status:
+        trace.status = reply.status
+    reply.headers["x-router-overhead-ms"] = f"{overhead * 1000:.3f}"
+    reply.trace = trace
     return reply
 
 
-async def _serve_call(holder: PlanHolder, call: Call) -> Reply:
-    protocol, headers, query = call.protocol, call.headers, call.query
+async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
+    protocol, headers, query = trace.protocol, incoming.headers, incoming.query
     try:
         plan = current_plan(holder)
-        check_client(plan.auth.api_keys, headers, query)
-        body = json_object(await call.read_body())
-        if call.gemini is None:
-            model, stream = _model_and_stream(protocol, body)
-        else:
-            model, stream = _gemini_action(call.gemini)
+        trace.key = check_client(plan.auth.api_keys, headers, query)
+        body = json_object(await incoming.read_body())
+        model = trace.model = _model_of(body, incoming.model)
+        stream = trace.stream = _stream_of(body, incoming.endpoint)
         inbound = Inbound(
             protocol=protocol,
             body=body,
@@ -147,133 +148,166 @@ async def _serve_call(holder: PlanHolder, call: Call) -> Reply:
             query=query,
             model=model,
             stream=stream,
-            path_provider=call.provider,
-            gemini_sse=query.get("alt") == "sse",
+            path_provider=incoming.provider,
+            sse=module_for(protocol).sse_requested(query),
             strict=headers.get("x-router-strict", "").lower() in ("1", "true", "yes"),
+            trace=trace,
         )
-        outcome = await cancel_on_disconnect(call.receive, dispatch(plan, inbound))
+        reply = await cancel_on_disconnect(incoming.receive, dispatch(plan, inbound))
     except ir.Error as error:
-        return _error_reply(protocol, error)
+        return _error_reply(trace, error)
     except Exhausted as exhausted:
-        return _error_reply(protocol, exhausted.error, exhausted.headers)
+        return _error_reply(trace, exhausted.error, exhausted.headers)
     except ClientGone:
+        trace.status = 499
         return Reply(499, {})
-    return _reply(outcome)
+    if reply.stream is not None:
+        reply.headers["cache-control"] = "no-cache"
+    return reply
 
 
-def _error_reply(protocol: str, error: ir.Error, headers: dict[str, str] | None = None) -> Reply:
-    status, body, out = error_parts(protocol, error, headers)
+def _error_reply(trace: Trace, error: ir.Error, headers: dict[str, str] | None = None) -> Reply:
+    trace.failed(error)
+    status, body, out = error_parts(trace.protocol, error, headers)
     return Reply(status, out, body)
 
 
-async def _serve(request: Request, protocol: str, provider: str | None, gemini: str | None = None):
+async def _serve_litestar(
+    request: Request, endpoint: Endpoint, provider: str | None, model: str | None = None
+) -> Response:
     started = time.perf_counter()
-    call = Call(
-        protocol=protocol,
+    incoming = Incoming(
+        endpoint=endpoint,
         provider=provider,
-        gemini=gemini,
+        model=model,
         headers=_headers(request),
         query=dict(request.query_params),
         read_body=lambda: _raw_body(request),
         receive=request.receive,
         started=started,
     )
-    reply = await serve(_holder(request), call)
+    reply = await serve(_holder(request), incoming)
+    trace = reply.trace
+    assert trace is not None
     if reply.stream is not None:
         return Stream(
-            reply.stream,
+            _traced(reply.stream, trace),
             status_code=reply.status,
             media_type=reply.media_type,
             headers=reply.headers,
         )
     return Response(
-        reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers
+        reply.body,
+        status_code=reply.status,
+        media_type=reply.media_type,
+        headers=reply.headers,
+        background=BackgroundTask(trace.finish),
     )
 
 
-def _gemini_action(model_action: str) -> tuple[str, bool]:
-    model, _, action = model_action.partition(":")
-    if action == "generateContent":
-        return model, False
-    if action == "streamGenerateContent":
-        return model, True
-    raise ir.Error(404, "not_found", f"unknown method :{action}")
+async def _traced(stream: AsyncIterator[bytes], trace: Trace) -> AsyncIterator[bytes]:
+    """`stream`, noting its first byte and finishing the trace after its last."""
+    status = 499  # unless it runs to its end
+    try:
+        async for chunk in stream:
+            trace.sent_first_byte()
+            yield chunk
+        status = trace.status
+    finally:
+        trace.finish(status)
 
 
-def _reply(outcome: Outcome) -> Reply:
-    if outcome.stream is not None:
-        outcome.headers["cache-control"] = "no-cache"
-        stream = cast("AsyncIterator[bytes]", outcome.stream)
-        return Reply(200, outcome.headers, stream=stream, media_type=outcome.media_type)
-    return Reply(outcome.status, outcome.headers, outcome.body, media_type=outcome.media_type)
+def _endpoint(path: str) -> Endpoint:
+    endpoint = paths.match(path)
+    assert endpoint is not None, path
+    return endpoint.endpoint
+
+
+_CHAT = _endpoint("/v1/chat/completions")
+_RESPONSES = _endpoint("/v1/responses")
+_MESSAGES = _endpoint("/v1/messages")
+_COUNT_MESSAGES = _endpoint("/v1/messages/count_tokens")
+# the paths that name the model: `{prefix}{model}{action}` (Gemini's)
+_MODEL_ACTION_PREFIXES = sorted({e.prefix for e in paths.ENDPOINTS if e.action})
+(_MODEL_ACTION_PROTOCOL,) = {e.protocol for e in paths.ENDPOINTS if e.action}
 
 
 @post(["/v1/chat/completions", "/{provider:str}/v1/chat/completions"], status_code=200)
 async def chat_completions(request: Request, provider: str | None = None) -> Response:
-    return await _serve(request, "openai-chat", provider)
+    return await _serve_litestar(request, _CHAT, provider)
 
 
 @post(["/v1/responses", "/{provider:str}/v1/responses"], status_code=200)
 async def responses(request: Request, provider: str | None = None) -> Response:
-    return await _serve(request, "openai-responses", provider)
+    return await _serve_litestar(request, _RESPONSES, provider)
 
 
 @post(["/v1/messages", "/{provider:str}/v1/messages"], status_code=200)
 async def messages(request: Request, provider: str | None = None) -> Response:
-    return await _serve(request, "anthropic", provider)
+    return await _serve_litestar(request, _MESSAGES, provider)
 
 
 @post(
     [
-        "/v1beta/models/{model_action:str}",
-        "/v1/models/{model_action:str}",
-        "/{provider:str}/v1beta/models/{model_action:str}",
-        "/{provider:str}/v1/models/{model_action:str}",
+        *(root + "{model_action:str}" for root in _MODEL_ACTION_PREFIXES),
+        *("/{provider:str}" + root + "{model_action:str}" for root in _MODEL_ACTION_PREFIXES),
     ]
 )
-async def gemini_generate(
+async def model_actions(
     request: Request, model_action: str, provider: str | None = None
 ) -> Response:
-    if model_action.endswith(":countTokens"):
-        return await _count(request, "gemini", provider, model_action.partition(":")[0])
-    return await _serve(request, "gemini", provider, gemini=model_action)
+    """`models/{model}:{action}`: Gemini's generate, stream and count."""
+    found = paths.match(request.scope["path"])
+    if found is None:
+        action = paths.split_model_action(model_action)[1]
+        error = ir.Error(404, "not_found", f"unknown method {action or ':'}")
+        return error_response(_MODEL_ACTION_PROTOCOL, error)
+    if found.endpoint.kind == "count":
+        return await _count(request, found.endpoint, provider, found.model)
+    return await _serve_litestar(request, found.endpoint, provider, found.model)
 
 
 @post(["/v1/messages/count_tokens", "/{provider:str}/v1/messages/count_tokens"], status_code=200)
 async def messages_count_tokens(request: Request, provider: str | None = None) -> Response:
-    return await _count(request, "anthropic", provider)
+    return await _count(request, _COUNT_MESSAGES, provider)
 
 
 async def _count(
-    request: Request, protocol: str, provider: str | None, model: str | None = None
+    request: Request, endpoint: Endpoint, provider: str | None, url_model: str | None = None
 ) -> Response:
-    """Token counting: the model comes from the body (Anthropic) or the URL (Gemini)."""
+    """Token counting: the model comes from the body, or the URL when it names one."""
+    protocol = endpoint.protocol
     try:
         plan = _plan(request)
         headers = _headers(request)
         query = dict(request.query_params)
         check_client(plan.auth.api_keys, headers, query)
         body = await _json_body(request)
-        model = model or body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ir.Error(400, "invalid_request", "`model` is required")
+        model = _model_of(body, url_model)
         inbound = Inbound(protocol, body, headers, query, model, False, provider)
         count = await count_tokens(plan, inbound)
     except ir.Error as error:
         return error_response(protocol, error)
+    counting = module_for(protocol).COUNTING
+    assert counting is not None  # a count endpoint's protocol has a count body
     return Response(
-        _encode(count_body(protocol, count)),
+        _encode(counting.answer(count.tokens)),
         status_code=200,
         media_type="application/json",
         headers={"x-router-token-count": count.source},
     )
 
 
-@get(["/v1/models", "/v1beta/models", "/{provider:str}/v1/models", "/{provider:str}/v1beta/models"])
+@get(
+    [
+        *paths.MODEL_LISTS,
+        *("/{provider:str}" + path for path in paths.MODEL_LISTS),
+    ]
+)
 async def list_models(request: Request, provider: str | None = None) -> Response:
     headers = _headers(request)
     query = dict(request.query_params)
-    protocol = models.protocol_for_list(request.url.path, headers, query)
+    protocol = paths.list_protocol(request.url.path, headers, query)
     try:
         plan = _plan(request)
         check_client(plan.auth.api_keys, headers, query)
@@ -288,6 +322,6 @@ ROUTES = [
     responses,
     messages,
     messages_count_tokens,
-    gemini_generate,
+    model_actions,
     list_models,
 ]

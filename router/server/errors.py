@@ -6,21 +6,11 @@ import msgspec
 from litestar import Response
 
 from router.protocols import ir, module_for
+from router.protocols.paths import protocol_for_path
 
 _encode = msgspec.json.Encoder().encode
 
-
-def protocol_for_path(path: str, headers: dict[str, str] | None = None) -> str:
-    """Which protocol a request to `path` speaks, for errors raised before dispatch."""
-    if "/v1beta/" in path or ":generateContent" in path or ":streamGenerateContent" in path:
-        return "gemini"
-    if "/v1/messages" in path:
-        return "anthropic"
-    if "/v1/responses" in path:
-        return "openai-responses"
-    if headers and "anthropic-version" in headers:
-        return "anthropic"
-    return "openai-chat"
+__all__ = ["error_parts", "error_response", "protocol_for_path"]
 
 
 def error_parts(

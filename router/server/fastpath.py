@@ -18,12 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from router.protocols import ir
-from router.server.dispatch import WATCH_DISCONNECT_AFTER, DisconnectWatch
-from router.server.endpoints import Call, Reply, serve, too_large
+from router.protocols import ir, paths
+from router.providers.upstream import UPSTREAM_WAIT, Stopwatch
+from router.records.outcome import Trace
+from router.server.disconnect import WATCH_DISCONNECT_AFTER, DisconnectWatch
+from router.server.endpoints import Incoming, serve, too_large
 from router.server.errors import error_parts
+from router.server.respond import Reply
 from router.server.state import PlanHolder
-from router.server.upstream import UPSTREAM_WAIT, Stopwatch
 
 log = logging.getLogger("router.fastpath")
 
@@ -32,44 +34,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-_ENDPOINTS = {
-    "/v1/chat/completions": "openai-chat",
-    "/v1/responses": "openai-responses",
-    "/v1/messages": "anthropic",
-}
-_GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
-_GEMINI_ACTIONS = (":generateContent", ":streamGenerateContent")
-
-
-def match(path: str) -> tuple[str, str | None, str | None] | None:
-    """(protocol, provider prefix, Gemini `model:action`) for a hot path, else None."""
-    protocol = _ENDPOINTS.get(path)
-    if protocol is not None:
-        return protocol, None, None
-    found = _gemini(path)
-    if found is not None:
-        return "gemini", None, found
-    slash = path.find("/", 1)
-    if slash < 2:
-        return None
-    provider, rest = path[1:slash], path[slash:]
-    protocol = _ENDPOINTS.get(rest)
-    if protocol is not None:
-        return protocol, provider, None
-    found = _gemini(rest)
-    if found is not None:
-        return "gemini", provider, found
-    return None
-
-
-def _gemini(path: str) -> str | None:
-    for prefix in _GEMINI_PREFIXES:
-        if path.startswith(prefix):
-            model_action = path[len(prefix) :]
-            if "/" not in model_action and model_action.endswith(_GEMINI_ACTIONS):
-                return model_action
-    return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -129,18 +93,25 @@ def _start(reply: Reply) -> Message:
     return {"type": "http.response.start", "status": reply.status, "headers": headers}
 
 
-async def _send_stream(stream: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
-    """Relay `stream`; when the client goes away, stop (closing the upstream call) with
-    one debug line: a client hanging up mid-stream is normal operation."""
+async def _send_stream(
+    start: Message, stream: AsyncIterator[bytes], receive: Receive, send: Send, trace: Trace
+) -> None:
+    """Send `start`, then relay `stream`; when the client goes away, stop (closing the
+    upstream call) with one debug line: a client hanging up mid-stream is normal
+    operation. The request's trace is finished either way."""
     task = asyncio.current_task()
     assert task is not None
     watch = DisconnectWatch(task, receive)
     # as for the call itself: a stream over within this long needs no watcher task
     timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER, watch.start)
+    status = 499  # unless the stream runs to its end
     try:
+        await send(start)
         async for chunk in stream:
+            trace.sent_first_byte()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        status = trace.status
     except asyncio.CancelledError:
         if not (watch.gone and task.uncancel() == 0):
             raise
@@ -148,6 +119,7 @@ async def _send_stream(stream: AsyncIterator[bytes], receive: Receive, send: Sen
     except OSError as exc:  # the server could not write to the client any more
         log.debug("client disconnected mid-stream: %s", exc)
     finally:
+        trace.finish(status)
         timer.cancel()
         watch.stop()
         aclose = getattr(stream, "aclose", None)
@@ -191,9 +163,9 @@ class FastPath:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if self.hot and scope["method"] == "POST":
-            found = match(scope["path"])
-            if found is not None:
-                return await self._serve(scope, receive, send, *found)
+            found = paths.match(scope["path"])
+            if found is not None and found.endpoint.kind == "generate":
+                return await self._serve(scope, receive, send, found)
         wait = Stopwatch()
         token = UPSTREAM_WAIT.set(wait)
         try:
@@ -201,21 +173,13 @@ class FastPath:
         finally:
             UPSTREAM_WAIT.reset(token)
 
-    async def _serve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        protocol: str,
-        provider: str | None,
-        gemini: str | None,
-    ) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, found: paths.Match) -> None:
         started = time.perf_counter()
         headers = _headers(scope)
-        call = Call(
-            protocol=protocol,
-            provider=provider,
-            gemini=gemini,
+        incoming = Incoming(
+            endpoint=found.endpoint,
+            provider=found.provider,
+            model=found.model,
             headers=headers,
             query=_query(scope),
             read_body=_Body(receive, headers, self.max_body).read,
@@ -223,14 +187,18 @@ class FastPath:
             started=started,
         )
         try:
-            reply = await serve(self.holder, call)
+            reply = await serve(self.holder, incoming)
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
             error = ir.Error(500, "api_error", "internal gateway error")
-            status, body, out = error_parts(protocol, error)
+            status, body, out = error_parts(found.endpoint.protocol, error)
             reply = Reply(status, out, body)
-        await send(_start(reply))
+        trace = reply.trace or Trace(found.endpoint.protocol, found.endpoint.path, started=started)
         if reply.stream is None:
-            await send({"type": "http.response.body", "body": reply.body})
+            try:
+                await send(_start(reply))
+                await send({"type": "http.response.body", "body": reply.body})
+            finally:
+                trace.finish(reply.status)
         else:
-            await _send_stream(reply.stream, receive, send)
+            await _send_stream(_start(reply), reply.stream, receive, send, trace)

@@ -11,20 +11,18 @@ import msgspec
 from litestar import Request, Response, get, post
 
 from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret, redact_url
-from router.protocols import ir, module_for
-from router.providers.base import Call
-from router.providers.registry import advertised_models
+from router.pool.health import HEALTH
+from router.pool.select import instances_for
+from router.protocols import ir
+from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
+from router.providers.health_check import check, probe_model
+from router.providers.upstream import AttemptFailed
 from router.server.auth import check_admin, check_client
-from router.server.dispatch import HEALTH, attempt, instances_for, record_failure
 from router.server.errors import error_response
-from router.server.models import reachable
 from router.server.reload import request_reload
 from router.server.state import PlanHolder
-from router.server.upstream import Answer, AttemptFailed, PrimedStream, decode_json
 
 _encode = msgspec.json.Encoder().encode
-PROBE_TIMEOUT = 30.0  # seconds, at most: a health check must not hang the admin
-PROBE_MAX_TOKENS = 16
 
 
 def _json(document: Any, status: int = 200) -> Response:
@@ -102,7 +100,7 @@ def provider_health_document(plan: Plan) -> dict[str, Any]:
     for name, provider in sorted(plan.providers.items()):
         providers[name] = {
             "type": provider.type,
-            "reachable": reachable(provider),
+            "reachable": provider.available,
             "health": {
                 "max_errors": provider.health.max_errors,
                 "recover_after": provider.health.recover_after,
@@ -131,7 +129,7 @@ async def provider_health(request: Request) -> Response:
         try:
             check_client(keys + plan.auth.admin_keys, headers, dict(request.query_params))
         except ir.Error as error:
-            return error_response("openai-chat", error)
+            return error_response(ADMIN_PROTOCOL, error)
     return _json(provider_health_document(plan))
 
 
@@ -150,7 +148,7 @@ async def reload_config(request: Request) -> Response:
     try:
         admin_plan(request)
     except ir.Error as error:
-        return error_response("openai-chat", error)
+        return error_response(ADMIN_PROTOCOL, error)
     holder = _holder(request)
     ok = holder.reload()
     request_reload()  # the other workers follow through the shared trigger
@@ -181,7 +179,7 @@ async def reset_health(request: Request, name: str) -> Response:
     try:
         providers = _providers_named(admin_plan(request), name)
     except ir.Error as error:
-        return error_response("openai-chat", error)
+        return error_response(ADMIN_PROTOCOL, error)
     for provider in providers:
         HEALTH.reset(provider.name)
     return _json({"reset": [p.name for p in providers]})
@@ -195,7 +193,7 @@ async def health_check(request: Request, name: str) -> Response:
     try:
         providers = _providers_named(admin_plan(request), name)
     except ir.Error as error:
-        return error_response("openai-chat", error)
+        return error_response(ADMIN_PROTOCOL, error)
     model = request.query_params.get("model")
     checks = [_check_pool(provider, model) for provider in providers]
     results = await asyncio.gather(*checks)
@@ -207,9 +205,7 @@ async def health_check(request: Request, name: str) -> Response:
 
 
 async def _check_pool(provider: Provider, model: str | None) -> list[dict[str, Any]]:
-    instances = provider.instances or (
-        instances_for(provider, "") if provider.type == "echo" else ()
-    )
+    instances = provider.instances or instances_for(provider, "")
     return list(await asyncio.gather(*(_check(provider, i, model) for i in instances)))
 
 
@@ -219,18 +215,16 @@ async def _check(provider: Provider, instance: Instance, model: str | None) -> d
             "id": instance.id,
             "skipped": "disabled" if not instance.enabled else "unconfigured",
         }
-    model = model or _probe_model(provider, instance)
+    model = model or probe_model(provider, instance)
     if model is None:
         message = "no model to probe with: list `models` for the provider or pass ?model="
         return {"id": instance.id, "ok": False, "status": None, "error": message}
     health = HEALTH.of(provider.name, instance.id)
     started = time.perf_counter()
     try:
-        call = _probe_call(provider, instance, model)
-        result = await attempt(provider, call, timeout=min(provider.timeout, PROBE_TIMEOUT))
-        _validate(provider, result)
+        await check(provider, instance, model)
     except AttemptFailed as failure:
-        record_failure(health, provider, failure)
+        health.record_failure(provider.health, failure.error, failure.retryable)
         return _probe_result(instance, model, started, failure.error)
     except ir.Error as error:
         health.fail(provider.health, error.status, error.message)
@@ -252,31 +246,6 @@ def _probe_result(
     if error is not None:
         result["error"] = redact(error.message, _secrets(instance))
     return result
-
-
-def _probe_model(provider: Provider, instance: Instance) -> str | None:
-    for name in (*advertised_models(provider), *instance.models):
-        if not any(c in name for c in "*?[") and instance.serves(name):
-            return name
-    return "echo" if provider.type == "echo" else None
-
-
-def _probe_call(provider: Provider, instance: Instance, model: str) -> Call:
-    request = ir.Request(
-        model=model, messages=[ir.Message("user", [ir.Text("ping")])], max_tokens=PROBE_MAX_TOKENS
-    )
-    body = b""
-    if provider.protocol != "ir":
-        body = _encode(module_for(provider.protocol).build_request(request))
-    return Call(
-        provider=provider, instance=instance, model=model, stream=False, request=request, body=body
-    )
-
-
-def _validate(provider: Provider, result: Answer | PrimedStream) -> None:
-    """A 2xx is only healthy when it parses as an answer of the protocol."""
-    if isinstance(result, Answer) and result.response is None:
-        module_for(provider.protocol).parse_response(decode_json(result.body))
 
 
 ROUTES = [health, provider_health, reload_config, reset_health, health_check]

@@ -7,6 +7,7 @@ import msgspec
 from litestar import Request, Response, get, post
 
 from router.protocols import ir
+from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.providers import oauth_cli
 from router.server.errors import error_response
 from router.server.management import admin_plan
@@ -47,7 +48,7 @@ async def generate_auth_url(request: Request, provider: str) -> Response:
             on_complete=lambda _path: holder.reload(),
         )
     except ir.Error as error:
-        return error_response("openai-chat", error)
+        return error_response(ADMIN_PROTOCOL, error)
     return _json(result)
 
 
@@ -57,7 +58,7 @@ async def oauth_status(request: Request, sign_in: str) -> Response:
         admin_plan(request)
         return _json(oauth_cli.auth_status(sign_in))
     except ir.Error as error:
-        return error_response("openai-chat", error)
+        return error_response(ADMIN_PROTOCOL, error)
 
 
 @post("/api/upload-oauth-credentials", status_code=200)
@@ -78,7 +79,7 @@ async def upload_oauth_credentials(request: Request) -> Response:
         )
         request.app.state.holder.reload()
     except ir.Error as error:
-        return error_response("openai-chat", error)
+        return error_response(ADMIN_PROTOCOL, error)
     return _json({"stored": path.name, "provider": provider})
 
 

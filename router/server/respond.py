@@ -6,23 +6,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import msgspec
 
 from router.compiler.plan import Pipeline, Provider
+from router.compiler.probe import context
 from router.pool.health import InstanceHealth
-from router.protocols import ir, module_for
+from router.protocols import ir, lookup, module_for
 from router.protocols.sse import SSEParser, data_line, named_event
+from router.providers.upstream import Answer, AttemptFailed, PrimedStream, decode_json
+from router.records.outcome import Trace
 from router.server import signatures
-from router.server.translate import Inbound, Prepared, context
-from router.server.upstream import Answer, AttemptFailed, PrimedStream, decode_json
+from router.server.translate import Inbound, Prepared
 
 log = logging.getLogger("router.respond")
 _encode = msgspec.json.Encoder().encode
 
-SSE_MEDIA_TYPE = "text/event-stream"
+
+@dataclass(slots=True)
+class Reply:
+    """What goes back to the client, whichever front (Litestar or the fast path) sends it.
+    The front calls `trace.finish()` once the last byte is out."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    media_type: str = "application/json"
+    trace: Trace | None = None
 
 
 def build(
@@ -32,26 +46,23 @@ def build(
     result: Answer | PrimedStream,
     health: InstanceHealth,
     pipeline: Pipeline | None,
-):
-    """The Outcome for a successful attempt. Raises AttemptFailed when a complete answer
+) -> Reply:
+    """The Reply for a successful attempt. Raises AttemptFailed when a complete answer
     turns out unusable (invalid JSON), so the dispatcher can still fail over."""
-    from router.server.dispatch import Outcome
-
     if isinstance(result, Answer):
         body = _answer_body(inbound, provider, prepared, result, pipeline)
         health.succeed()
-        return Outcome(status=200, headers={}, body=body)
+        return Reply(status=200, headers={}, body=body)
     health.succeed()
     if result.raw is not None:
         chunks = _relay(inbound, result, health, provider, pipeline)
     else:
-        if provider.protocol == "gemini":
+        upstream = lookup(provider.protocol)
+        if upstream is not None and upstream.SIGNS_TOOL_CALLS:
             signatures.watch_stream(result)
         chunks = _encode_events(inbound, prepared, result, health, provider, pipeline)
-    media = SSE_MEDIA_TYPE
-    if inbound.protocol == "gemini" and not inbound.gemini_sse:
-        media = "application/json"
-    return Outcome(status=200, headers={}, stream=chunks, media_type=media)
+    media = module_for(inbound.protocol).stream_media_type(inbound.sse)
+    return Reply(status=200, headers={}, stream=chunks, media_type=media)
 
 
 def _answer_body(
@@ -62,17 +73,20 @@ def _answer_body(
     pipeline: Pipeline | None,
 ) -> bytes:
     has_response_steps = pipeline is not None and bool(pipeline.response)
-    if prepared.passthrough and not has_response_steps:
-        decode_json(answer.body)  # a 2xx that is not a JSON object is the upstream's fault
-        return answer.body
-    if prepared.passthrough:
+    if prepared.passthrough:  # the upstream speaks the client's protocol
+        # a 2xx that is not a JSON object is the upstream's fault
         document: dict[str, Any] = decode_json(answer.body)
+        _note_usage(inbound, module_for(inbound.protocol).usage_of(document))
+        if not has_response_steps:
+            return answer.body
     else:
         response = answer.response
-        if response is None:
-            response = module_for(provider.protocol).parse_response(decode_json(answer.body))
-        if provider.protocol == "gemini":
-            signatures.remember_response(response)
+        if response is None:  # a wire answer
+            upstream = module_for(provider.protocol)
+            response = upstream.parse_response(decode_json(answer.body))
+            if upstream.SIGNS_TOOL_CALLS:
+                signatures.remember_response(response)
+        _note_usage(inbound, response.usage)
         assert prepared.request is not None
         document = module_for(inbound.protocol).build_response(response, prepared.request)
     if has_response_steps:
@@ -108,25 +122,6 @@ class _Framer:
     def flush(self) -> bytes:
         tail, self.tail = self.tail, b""
         return tail
-
-
-def _relay_error(protocol: str, error: ir.Error, events_sent: int) -> bytes:
-    """The client protocol's mid-stream error event, after relayed upstream events."""
-    module = module_for(protocol)
-    if hasattr(module, "stream_error"):
-        return module.stream_error(error)
-    body = module.error_body(error)
-    if protocol == "openai-responses":
-        inner = body["error"]
-        payload = {
-            "type": "error",
-            "code": inner.get("code"),
-            "message": inner.get("message"),
-            "param": inner.get("param"),
-            "sequence_number": events_sent,
-        }
-        return named_event("error", payload)
-    return data_line(body)  # Gemini SSE: a chunk holding {"error": ...}
 
 
 class _EndWatch:
@@ -200,7 +195,7 @@ async def _relay(
             else:
                 watch.close()
         if isinstance(watch.end, ir.Error):
-            health.fail(provider.health, watch.end.status, watch.end.message)
+            _stream_failed(inbound, provider, health, watch.end)
         elif tail := _completed(framer.flush()):
             yield mapper(tail)
     except Exception as exc:  # the upstream broke after bytes reached the client
@@ -208,9 +203,11 @@ async def _relay(
             log.info("upstream failed after the end of its stream: %s", exc)
             return
         error = _mid_stream_error(exc)
-        health.fail(provider.health, error.status, error.message)
-        yield _relay_error(inbound.protocol, error, framer.events)
+        _stream_failed(inbound, provider, health, error)
+        yield module_for(inbound.protocol).stream_error(error, framer.events)
     finally:
+        if isinstance(watch.end, ir.Finish):
+            _note_usage(inbound, watch.end.usage)
         await _close(primed)
 
 
@@ -228,11 +225,12 @@ async def _encode_events(
 ) -> AsyncIterator[bytes]:
     client = module_for(inbound.protocol)
     assert prepared.request is not None
-    options = {"sse": inbound.gemini_sse} if inbound.protocol == "gemini" else {}
-    encoder = client.StreamEncoder(prepared.request, **options)
+    encoder = client.StreamEncoder(prepared.request, sse=inbound.sse)
     mapper = _event_mapper(inbound, pipeline) or _same
     end = _terminal(primed.head_events)
     ended = end is not None
+    if isinstance(end, ir.Finish):
+        _note_usage(inbound, end.usage)
     try:
         # What arrived before the first content goes out in one piece: one write to
         # the client rather than one per event (often the whole of a short stream).
@@ -240,7 +238,7 @@ async def _encode_events(
             yield mapper(head)
         assert primed.batches is not None
         if isinstance(end, ir.Error):
-            health.fail(provider.health, end.status, end.message)
+            _stream_failed(inbound, provider, health, end)
         else:
             async for events in primed.batches:
                 # the events of one upstream read go out in one write, as they came in
@@ -250,24 +248,25 @@ async def _encode_events(
                         out.append(chunk)
                     if isinstance(event, ir.Finish):
                         ended = True
+                        _note_usage(inbound, event.usage)
                     elif isinstance(event, ir.Error):
                         ended, failed = True, event
                         break
                 if out:
                     yield mapper(b"".join(out))
                 if failed is not None:
-                    health.fail(provider.health, failed.status, failed.message)
+                    _stream_failed(inbound, provider, health, failed)
                     break
         if not ended:
-            yield mapper(
-                encoder.encode(ir.Error(502, "bad_gateway", "upstream stream ended early"))
-            )
+            early = ir.Error(502, "bad_gateway", "upstream stream ended early")
+            _note_failure(inbound, early)
+            yield mapper(encoder.encode(early))
     except Exception as exc:
         if ended:  # the client already has a complete stream; only the upstream's tail broke
             log.info("upstream failed after the end of its stream: %s", exc)
             return
         error = _mid_stream_error(exc)
-        health.fail(provider.health, error.status, error.message)
+        _stream_failed(inbound, provider, health, error)
         yield mapper(encoder.encode(error))
     finally:
         await _close(primed)
@@ -294,9 +293,27 @@ def _mid_stream_error(exc: Exception) -> ir.Error:
     return ir.Error(502, "bad_gateway", "upstream stream failed mid-way")
 
 
-def stream_error(protocol: str, error: ir.Error) -> bytes:
-    """The protocol's own mid-stream error event, for relayed (pass-through) streams."""
-    return _relay_error(protocol, error, 0)
+def _stream_failed(
+    inbound: Inbound, provider: Provider, health: InstanceHealth, error: ir.Error
+) -> None:
+    """The upstream's stream failed after the client had its first bytes."""
+    health.fail(provider.health, error.status, error.message)
+    _note_failure(inbound, error)
+
+
+def _note_failure(inbound: Inbound, error: ir.Error) -> None:
+    if inbound.trace is not None:
+        inbound.trace.failed(error)
+
+
+def _note_usage(inbound: Inbound, usage: ir.Usage | None) -> None:
+    """Keep the usage the upstream reported (none reported: all zero)."""
+    if (
+        inbound.trace is not None
+        and usage is not None
+        and (usage.input_tokens or usage.output_tokens)
+    ):
+        inbound.trace.usage = usage
 
 
 def _event_mapper(inbound: Inbound, pipeline: Pipeline | None) -> Callable[[bytes], bytes] | None:

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 
 from router.protocols import ir
-from router.server.upstream import PrimedStream
+from router.providers.upstream import PrimedStream
 
 MAX_ENTRIES = 10_000
 MAX_BYTES = 32 * 1024 * 1024  # signatures are opaque base64, typically 0.1-4 KB each

@@ -7,15 +7,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import msgspec
 
-from router.compiler.plan import Pipeline, Plan, Provider, Resolution, Target
+from router.compiler.plan import Pipeline, Provider, Target
+from router.compiler.probe import context, upstream_model
 from router.protocols import ir, module_for
 from router.providers.base import IRAdapter
 from router.providers.registry import adapter_for
+from router.records.outcome import Trace
 from router.server import signatures
 from router.server.images import inline_image_urls
 
@@ -24,7 +25,8 @@ _encode = msgspec.json.Encoder().encode
 
 @dataclass(slots=True)
 class Inbound:
-    """What the endpoint handed over (stage 1), after auth (stage 2)."""
+    """What the endpoint handed over (stage 1), after auth (stage 2). It is a
+    `router.compiler.probe.Routable`: resolution and the pipelines read it."""
 
     protocol: str
     body: dict[str, Any]
@@ -33,8 +35,9 @@ class Inbound:
     model: str
     stream: bool
     path_provider: str | None = None
-    gemini_sse: bool = True  # Gemini stream framing: SSE (alt=sse) or one JSON array
+    sse: bool = True  # a stream's framing: SSE, or one JSON array (Gemini without alt=sse)
     strict: bool = False  # the request opted into strict loss policy
+    trace: Trace | None = None  # its outcome record, as it is being learned
 
 
 @dataclass(slots=True)
@@ -50,32 +53,11 @@ class Prepared:
     dropped: list[str] = field(default_factory=list)
 
 
-def resolve(plan: Plan, inbound: Inbound) -> Resolution:
-    """Stage 3: which route (and so which chain of targets) serves this request."""
-    return plan.resolve(
-        protocol=inbound.protocol,
-        model=inbound.model,
-        headers=inbound.headers,
-        body=inbound.body,
-        path_provider=inbound.path_provider,
-    )
-
-
-def context(inbound: Inbound) -> dict[str, Any]:
-    return {"model": inbound.model, "protocol": inbound.protocol, "headers": dict(inbound.headers)}
-
-
-def mapped_client_body(inbound: Inbound, pipeline: Pipeline | None) -> dict[str, Any]:
-    if pipeline is None or not pipeline.request:
-        return inbound.body
-    return pipeline.run("request", copy.deepcopy(inbound.body), context(inbound))
-
-
 def to_ir(inbound: Inbound, body: dict[str, Any]) -> ir.Request:
     request = module_for(inbound.protocol).parse_request(body)
-    if inbound.protocol == "gemini":
-        request.model = inbound.model
-        request.stream = inbound.stream
+    # a protocol that names the model in the URL leaves model and stream to the endpoint
+    request.model = inbound.model
+    request.stream = inbound.stream
     return request
 
 
@@ -88,12 +70,13 @@ async def prepare(
 ) -> Prepared:
     """Build what `provider` will be sent. `client_request` is the already-parsed ir form
     of `client_body` when an earlier target needed it (it is copied, never mutated)."""
-    model = target.model or _model_of(inbound, client_body)
+    model = upstream_model(target, inbound, client_body)[0]
     pipeline = target.pipeline
     headers = _upstream_headers(inbound, provider, pipeline)
+    client = module_for(inbound.protocol)
     if provider.protocol == inbound.protocol and _can_pass_through(inbound):
         body = dict(client_body)
-        if inbound.protocol != "gemini":
+        if client.MODEL_IN_BODY:
             body["model"] = model
         body = _upstream_stage(body, pipeline, inbound)
         query = "beta=true" if inbound.query.get("beta") == "true" else ""
@@ -101,14 +84,13 @@ async def prepare(
 
     request = copy.deepcopy(client_request) if client_request else to_ir(inbound, client_body)
     request.model = model
-    if provider.protocol == "gemini":
-        signatures.restore(request)  # thought signatures a non-Gemini client could not keep
-    if provider.protocol == "ir":
-        adapter = adapter_for(provider)
-        if isinstance(adapter, IRAdapter):
-            adapter.note_dropped(request)  # before the strict check, not at call time
+    adapter = adapter_for(provider)
+    if isinstance(adapter, IRAdapter):
+        adapter.note_dropped(request)  # before the strict check, not at call time
         return Prepared(model, False, request=request, headers=headers, dropped=request.dropped)
     upstream = module_for(provider.protocol)
+    if upstream.SIGNS_TOOL_CALLS:
+        signatures.restore(request)  # signatures a client of another protocol could not keep
     if not upstream.ACCEPTS_IMAGE_URLS:
         await inline_image_urls(request)
     body = upstream.build_request(request)
@@ -118,15 +100,10 @@ async def prepare(
     )
 
 
-def _model_of(inbound: Inbound, body: dict[str, Any]) -> str:
-    model = body.get("model") if inbound.protocol != "gemini" else None
-    return model if isinstance(model, str) and model else inbound.model
-
-
 def _can_pass_through(inbound: Inbound) -> bool:
-    # A Gemini client streaming without alt=sse wants one JSON array; upstreams are always
-    # asked for SSE, so that case is re-encoded rather than relayed.
-    return not (inbound.protocol == "gemini" and inbound.stream and not inbound.gemini_sse)
+    # Upstreams are always asked for SSE: a client that streams another framing (Gemini's
+    # JSON array) gets its stream re-encoded rather than relayed.
+    return inbound.sse or not inbound.stream
 
 
 def _upstream_stage(
@@ -137,22 +114,15 @@ def _upstream_stage(
     return pipeline.run("upstream", body, context(inbound))
 
 
-_FORWARDED = ("anthropic-version", "anthropic-beta")
-
-
 def _upstream_headers(
     inbound: Inbound, provider: Provider, pipeline: Pipeline | None
 ) -> dict[str, str]:
     headers: dict[str, str] = {}
-    if provider.protocol == "anthropic" and inbound.protocol == "anthropic":
-        for name in _FORWARDED:
+    if provider.protocol == inbound.protocol:
+        for name in module_for(inbound.protocol).FORWARDED_HEADERS:
             value = inbound.headers.get(name)
             if value is not None:
                 headers[name] = value
     if pipeline is not None and pipeline.headers:
         headers = pipeline.run("headers", headers, context(inbound))
     return headers
-
-
-def client_module(inbound: Inbound) -> ModuleType:
-    return module_for(inbound.protocol)

@@ -16,16 +16,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC
-from types import ModuleType
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
-from router.protocols import ir
+from router.compiler.plan import Provider
+from router.protocols import ir, module_for
+from router.protocols.interface import WireProtocol
 from router.providers import connections
 from router.providers.base import Call, IRAdapter, StreamTransformer, WireAdapter
 from router.providers.http import UpstreamResponse, post, upstream_headers
+from router.providers.registry import adapter_for
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 _CONTENT_EVENTS = (
@@ -151,10 +153,43 @@ def _retry_after(headers: httpx.Headers | connections.Headers) -> float | None:
     return retry_after_seconds(headers.get("retry-after"))
 
 
+async def attempt(
+    provider: Provider,
+    call: Call,
+    *,
+    passthrough: bool = False,
+    retry_on: frozenset[int | str] = frozenset(),
+    timeout: float | None = None,
+) -> Answer | PrimedStream:
+    """One call through the provider's adapter, bounded by its timeouts (or `timeout`)."""
+    try:
+        adapter = adapter_for(provider)
+    except ir.Error as error:
+        raise AttemptFailed(error, True) from None
+    timeout = timeout or provider.timeout
+    if isinstance(adapter, IRAdapter):
+        return await call_ir(
+            adapter,
+            call,
+            timeout=timeout,
+            first_token_timeout=provider.first_token_timeout,
+            retry_on=retry_on,
+        )
+    return await call_wire(
+        adapter,
+        call,
+        module_for(provider.protocol),
+        passthrough=passthrough,
+        timeout=timeout,
+        first_token_timeout=provider.first_token_timeout,
+        retry_on=retry_on,
+    )
+
+
 async def call_wire(
     adapter: WireAdapter,
     call: Call,
-    upstream: ModuleType,
+    upstream: WireProtocol,
     *,
     passthrough: bool,
     timeout: float,
@@ -181,7 +216,7 @@ async def call_wire(
 async def _send_until_accepted(
     adapter: WireAdapter,
     call: Call,
-    upstream: ModuleType,
+    upstream: WireProtocol,
     timeout: float,
     limits: Deadlines,
     retry_on: frozenset[int | str],
@@ -248,7 +283,7 @@ async def _read(response: UpstreamResponse, deadline: float) -> bytes:
 
 async def _prime_wire_stream(
     response: UpstreamResponse,
-    upstream: ModuleType,
+    upstream: WireProtocol,
     passthrough: bool,
     limits: Deadlines,
     retry_on: frozenset[int | str],

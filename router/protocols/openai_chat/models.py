@@ -1,0 +1,14 @@
+"""The model list (`GET /v1/models`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def model_list(models: list[str]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "router"} for name in models
+        ],
+    }

@@ -1,0 +1,129 @@
+"""The outcome record: what became of one client request, whatever its ending (an answer,
+a stream's end, a client that went away, an error before or after routing).
+
+A request carries a mutable `Trace` while it runs; the stages that learn something write
+it there (dispatch: the route and each attempt; respond: the usage, the first byte). When
+the last byte has gone out, the front calls `Trace.finish`, which freezes the trace into
+an `Outcome` and publishes it. Nothing here does I/O: sinks take it from there."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from router.protocols import ir
+from router.records import sinks
+
+_now = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream call of a request."""
+
+    provider: str
+    instance: str
+    protocol: str  # spoken upstream ("ir" for in-process adapters)
+    model: str  # the upstream model
+    status: int  # the upstream's status, or the gateway's for a failure before an answer
+    error: str | None  # ir error kind; None when the attempt answered
+    message: str | None  # the error as the gateway logs it
+    duration: float  # seconds, until the answer (a stream: until it was primed)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    time: float  # unix time the request arrived
+    protocol: str  # the client's
+    endpoint: str  # the endpoint's path as in router.protocols.paths
+    key: str | None  # the client key's name, never the key
+    model: str | None  # as the client asked
+    route: str | None
+    attempts: tuple[Attempt, ...]
+    status: int  # what the client got (499: it went away first)
+    error: str | None  # ir error kind of the final error
+    stream: bool
+    ttfb: float | None  # seconds to the first byte of the answer (None: none was sent)
+    duration: float  # seconds, to the last byte
+    overhead: float  # seconds spent in the gateway, upstream waits excluded
+    usage: ir.Usage | None  # as the upstream reported it; None when it reported none
+    dropped: tuple[str, ...]  # fields the upstream's protocol could not carry
+
+
+@dataclass(slots=True)
+class Trace:
+    """A request's outcome as it is being learned."""
+
+    protocol: str
+    endpoint: str
+    started: float = field(default_factory=_now)  # perf_counter
+    at: float = field(default_factory=time.time)
+    key: str | None = None
+    model: str | None = None
+    stream: bool = False
+    route: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    status: int = 0
+    error: str | None = None
+    first_byte: float | None = None  # perf_counter
+    overhead: float = 0.0
+    usage: ir.Usage | None = None
+    dropped: tuple[str, ...] = ()
+    finished: bool = False
+
+    def attempt(
+        self,
+        provider: str,
+        instance: str,
+        protocol: str,
+        model: str,
+        started: float,
+        error: ir.Error | None = None,
+    ) -> None:
+        duration = _now() - started
+        if error is None:
+            attempt = Attempt(provider, instance, protocol, model, 200, None, None, duration)
+        else:
+            attempt = Attempt(
+                provider, instance, protocol, model, error.status, error.kind, str(error), duration
+            )
+        self.attempts.append(attempt)
+
+    def failed(self, error: ir.Error) -> None:
+        """The client gets `error` (a mid-stream error keeps the 200 already sent)."""
+        if not self.status:
+            self.status = error.status
+        self.error = error.kind
+
+    def sent_first_byte(self) -> None:
+        if self.first_byte is None:
+            self.first_byte = _now()
+
+    def finish(self, status: int | None = None) -> None:
+        """The last byte went out (or the client went away: status 499). Once."""
+        if self.finished:
+            return
+        self.finished = True
+        if status is not None:
+            self.status = status
+        if not sinks.SINKS:
+            return
+        end = _now()
+        outcome = Outcome(
+            time=self.at,
+            protocol=self.protocol,
+            endpoint=self.endpoint,
+            key=self.key,
+            model=self.model,
+            route=self.route,
+            attempts=tuple(self.attempts),
+            status=self.status,
+            error=self.error,
+            stream=self.stream,
+            ttfb=None if self.first_byte is None else self.first_byte - self.started,
+            duration=end - self.started,
+            overhead=self.overhead,
+            usage=self.usage,
+            dropped=self.dropped,
+        )
+        sinks.publish(outcome)
