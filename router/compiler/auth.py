@@ -22,7 +22,7 @@ def compile_auth(
     keys: dict[str, list[Secret]] = {"api_keys": [], "admin_keys": []}
     for variable, kind in ENV_KEYS:
         if env.get(variable):
-            keys[kind].append(Secret(env[variable], env=variable))
+            keys[kind].append(Secret(env[variable], env=variable, name=variable))
     for kind in ("api_keys", "admin_keys"):
         listed: list[str | None] = []  # as written: a reference's text, None for a literal
         for index, value in enumerate(raw.get(kind) or ()):
@@ -38,7 +38,9 @@ def compile_auth(
                     path, f"{display_path(path)}: {unset} is not set; this key is ignored"
                 )
             elif value:
-                keys[kind].append(Secret(value, env=ref.variables[0] if ref else None))
+                variable = ref.variables[0] if ref else None
+                name = variable or f"auth.{kind}[{index}]"
+                keys[kind].append(Secret(value, env=variable, name=name))
         written.keep(loaded.name, ("auth", kind), tuple(listed))
     return Auth(api_keys=tuple(keys["api_keys"]), admin_keys=tuple(keys["admin_keys"]))
 

@@ -24,6 +24,7 @@ class Secret:
 
     value: str = field(repr=False)
     env: str | None = None  # the variable it came from, for diagnostics
+    name: str | None = None  # what records call it (client keys): never the value
 
     def __repr__(self) -> str:
         return "***"

@@ -18,25 +18,34 @@ def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str |
 
 
 def key_matches(presented: str, keys: Iterable[Secret]) -> bool:
-    """Constant-time comparison against every configured key (no early exit)."""
+    return matching_key(presented, keys) is not None
+
+
+def matching_key(presented: str, keys: Iterable[Secret]) -> int | None:
+    """The position of the configured key `presented` is, compared in constant time with
+    every key (no early exit); None when it is none of them."""
     candidate = presented.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key.value.encode())
-    return matched
+    found = None
+    for position, key in enumerate(keys):
+        if hmac.compare_digest(candidate, key.value.encode()):
+            found = position
+    return found
 
 
 def check_client(
     keys: tuple[Secret, ...], headers: Mapping[str, str], query: Mapping[str, str]
-) -> None:
-    """Raise 401 unless a configured client key was presented. No keys: open."""
+) -> str | None:
+    """The name of the client key presented; 401 unless it is a configured one. No keys
+    configured: open, and None."""
     if not keys:
-        return
+        return None
     presented = presented_key(headers, query)
     if presented is None:
         raise ir.Error(401, "authentication", "missing API key")
-    if not key_matches(presented, keys):
+    position = matching_key(presented, keys)
+    if position is None:
         raise ir.Error(401, "authentication", "invalid API key")
+    return keys[position].name or f"key {position + 1}"
 
 
 def check_admin(

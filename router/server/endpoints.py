@@ -196,6 +196,7 @@ async def _serve_litestar(
             media_type=reply.media_type,
             headers=reply.headers,
         )
+    trace.sent_first_byte()  # about to: Litestar sends it once this returns
     return Response(
         reply.body,
         status_code=reply.status,

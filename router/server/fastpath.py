@@ -196,6 +196,7 @@ class FastPath:
         trace = reply.trace or Trace(found.endpoint.protocol, found.endpoint.path, started=started)
         if reply.stream is None:
             try:
+                trace.sent_first_byte()
                 await send(_start(reply))
                 await send({"type": "http.response.body", "body": reply.body})
             finally:
