@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PROTOCOLS = ("openai-chat", "openai-responses", "anthropic", "gemini")
+from router.protocols import ir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     explain = command("explain", "show the decision trail of one request", _explain)
     explain.add_argument("--model", help="the client's model (or give a body or Gemini path)")
     explain.add_argument(
-        "--protocol", choices=PROTOCOLS, help="default: from --path, else openai-chat"
+        "--protocol", choices=ir.PROTOCOLS, help="default: from --path, else openai-chat"
     )
     explain.add_argument(
         "--header",

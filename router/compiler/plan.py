@@ -94,7 +94,7 @@ class Provider:
 
     name: str
     type: str
-    protocol: str  # spoken upstream (router.providers.types); "ir": no wire translation
+    protocol: str  # spoken upstream (router.compiler.provider_types); "ir": no wire translation
     models: tuple[str, ...] = ()
     instances: tuple[Instance, ...] = ()
     health: HealthPolicy = field(default_factory=HealthPolicy)

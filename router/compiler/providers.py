@@ -20,12 +20,12 @@ from router.compiler.plan import (
     Redacted,
     Secret,
 )
+from router.compiler.provider_types import BY_NAME, PROVIDER_TYPES
 from router.config.durations import parse_duration
 from router.config.interpolate import Interpolated
 from router.config.loaded import LoadedFile
 from router.config.schema import display_path
 from router.config.yamlsource import Path as DataPath
-from router.providers.types import BY_NAME, PROVIDER_TYPES
 
 # Instance keys holding secrets: an unset `${VAR}` in one makes the instance unconfigured.
 # So does one in a `headers` or `env` entry whose name looks secret (Authorization, *KEY*).

@@ -16,7 +16,9 @@ Each package is laid out the same way, one module per section, in this order:
     counting.py     the token-count endpoint's bodies (COUNTING; None without one)
     models.py       the model-list shape
 
-A package knows only itself, `ir`, the shared `sse` helpers and this interface."""
+A package may add a module for a concern only it has (gemini/schema.py: Gemini's
+dialect of JSON Schema). A package knows only itself, `ir`, the shared `sse` helpers and
+this interface."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from importlib import import_module
 
 from router.compiler.plan import Provider
+from router.compiler.provider_types import BY_NAME
 from router.protocols import ir
 from router.providers.base import IRAdapter, WireAdapter
-from router.providers.types import BY_NAME
 
 Adapter = WireAdapter | IRAdapter
 _ADAPTERS: dict[str, Adapter] = {}

@@ -1,2 +1,3 @@
-"""The operator plane's input: one immutable `Outcome` per client request (outcome.py),
-handed to every subscribed sink (sinks.py) after the request's last byte."""
+"""The operator plane's input: one immutable `Outcome` per client request, published to
+the subscribed sinks after the request's last byte (outcome.py); the sinks (failures.py,
+jsonlines.py) take it from there, off the hot path."""

@@ -4,16 +4,19 @@ a stream's end, a client that went away, an error before or after routing).
 A request carries a mutable `Trace` while it runs; the stages that learn something write
 it there (dispatch: the route and each attempt; respond: the usage, the first byte). When
 the last byte has gone out, the front calls `Trace.finish`, which freezes the trace into
-an `Outcome` and publishes it. Nothing here does I/O: sinks take it from there."""
+an `Outcome` and publishes it to the subscribed sinks. Nothing here does I/O: sinks take
+it from there."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from router.protocols import ir
-from router.records import sinks
 
+log = logging.getLogger("router.records")
 _now = time.perf_counter
 
 
@@ -106,7 +109,7 @@ class Trace:
         self.finished = True
         if status is not None:
             self.status = status
-        if not sinks.SINKS:
+        if not SINKS:
             return
         end = _now()
         outcome = Outcome(
@@ -126,4 +129,31 @@ class Trace:
             usage=self.usage,
             dropped=self.dropped,
         )
-        sinks.publish(outcome)
+        publish(outcome)
+
+
+# --- sinks ------------------------------------------------------------------------------
+# A sink is a callable taking one Outcome; it runs on the event loop right after the
+# request's last byte, so it must not block: one that does I/O queues the record and does
+# the work elsewhere. A sink that raises is logged and skipped.
+
+Sink = Callable[[Outcome], None]
+SINKS: list[Sink] = []
+
+
+def subscribe(sink: Sink) -> None:
+    if sink not in SINKS:
+        SINKS.append(sink)
+
+
+def unsubscribe(sink: Sink) -> None:
+    if sink in SINKS:
+        SINKS.remove(sink)
+
+
+def publish(outcome: Outcome) -> None:
+    for sink in SINKS:
+        try:
+            sink(outcome)
+        except Exception:
+            log.exception("outcome sink %r failed", sink)

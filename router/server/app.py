@@ -12,7 +12,7 @@ from litestar.exceptions import HTTPException
 
 from router.protocols import ir
 from router.providers.http import close_all
-from router.records import jsonlines, sinks
+from router.records import failures, jsonlines, outcome
 from router.server import endpoints, management, oauth_routes
 from router.server.errors import error_response, protocol_for_path
 from router.server.fastpath import FastPath
@@ -49,9 +49,10 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
     holder.reload(fingerprint(config_dir if watch_config else None))
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
+    outcome.subscribe(failures.log_failed_attempts)
     records_file = jsonlines.from_environment()
     if records_file is not None:
-        sinks.subscribe(records_file)
+        outcome.subscribe(records_file)
 
     async def start_watcher() -> None:
         if os.environ.get("ROUTER_GC_FREEZE", "1") != "0":
@@ -64,7 +65,7 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
             task.cancel()
         await close_all()
         if records_file is not None:
-            sinks.unsubscribe(records_file)
+            outcome.unsubscribe(records_file)
             records_file.close()
 
     max_body = int(os.environ.get("ROUTER_MAX_BODY_MB", DEFAULT_MAX_BODY_MB)) * 1024 * 1024

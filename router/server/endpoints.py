@@ -218,42 +218,38 @@ async def _traced(stream: AsyncIterator[bytes], trace: Trace) -> AsyncIterator[b
         trace.finish(status)
 
 
-def _endpoint(path: str) -> Endpoint:
-    endpoint = paths.match(path)
-    assert endpoint is not None, path
-    return endpoint.endpoint
+def _with_prefix(paths_: list[str]) -> list[str]:
+    """Each path, and the same under a `/{provider}` prefix."""
+    return [*paths_, *("/{provider:str}" + path for path in paths_)]
 
 
-_CHAT = _endpoint("/v1/chat/completions")
-_RESPONSES = _endpoint("/v1/responses")
-_MESSAGES = _endpoint("/v1/messages")
-_COUNT_MESSAGES = _endpoint("/v1/messages/count_tokens")
+def _fixed(kind: paths.Kind) -> list[str]:
+    return [e.path for e in paths.ENDPOINTS if e.kind == kind and not e.action]
+
+
+def _endpoint_of(request: Request) -> paths.Match:
+    found = paths.match(request.scope["path"])
+    assert found is not None  # Litestar routed it here by one of the table's paths
+    return found
+
+
 # the paths that name the model: `{prefix}{model}{action}` (Gemini's)
 _MODEL_ACTION_PREFIXES = sorted({e.prefix for e in paths.ENDPOINTS if e.action})
 (_MODEL_ACTION_PROTOCOL,) = {e.protocol for e in paths.ENDPOINTS if e.action}
 
 
-@post(["/v1/chat/completions", "/{provider:str}/v1/chat/completions"], status_code=200)
-async def chat_completions(request: Request, provider: str | None = None) -> Response:
-    return await _serve_litestar(request, _CHAT, provider)
+@post(_with_prefix(_fixed("generate")), status_code=200)
+async def generate(request: Request, provider: str | None = None) -> Response:
+    """Chat completions, responses, messages: the endpoints whose body names the model."""
+    return await _serve_litestar(request, _endpoint_of(request).endpoint, provider)
 
 
-@post(["/v1/responses", "/{provider:str}/v1/responses"], status_code=200)
-async def responses(request: Request, provider: str | None = None) -> Response:
-    return await _serve_litestar(request, _RESPONSES, provider)
+@post(_with_prefix(_fixed("count")), status_code=200)
+async def count(request: Request, provider: str | None = None) -> Response:
+    return await _count(request, _endpoint_of(request).endpoint, provider)
 
 
-@post(["/v1/messages", "/{provider:str}/v1/messages"], status_code=200)
-async def messages(request: Request, provider: str | None = None) -> Response:
-    return await _serve_litestar(request, _MESSAGES, provider)
-
-
-@post(
-    [
-        *(root + "{model_action:str}" for root in _MODEL_ACTION_PREFIXES),
-        *("/{provider:str}" + root + "{model_action:str}" for root in _MODEL_ACTION_PREFIXES),
-    ]
-)
+@post(_with_prefix([prefix + "{model_action:str}" for prefix in _MODEL_ACTION_PREFIXES]))
 async def model_actions(
     request: Request, model_action: str, provider: str | None = None
 ) -> Response:
@@ -266,11 +262,6 @@ async def model_actions(
     if found.endpoint.kind == "count":
         return await _count(request, found.endpoint, provider, found.model)
     return await _serve_litestar(request, found.endpoint, provider, found.model)
-
-
-@post(["/v1/messages/count_tokens", "/{provider:str}/v1/messages/count_tokens"], status_code=200)
-async def messages_count_tokens(request: Request, provider: str | None = None) -> Response:
-    return await _count(request, _COUNT_MESSAGES, provider)
 
 
 async def _count(
@@ -299,12 +290,7 @@ async def _count(
     )
 
 
-@get(
-    [
-        *paths.MODEL_LISTS,
-        *("/{provider:str}" + path for path in paths.MODEL_LISTS),
-    ]
-)
+@get(_with_prefix(list(paths.MODEL_LISTS)))
 async def list_models(request: Request, provider: str | None = None) -> Response:
     headers = _headers(request)
     query = dict(request.query_params)
@@ -318,11 +304,4 @@ async def list_models(request: Request, provider: str | None = None) -> Response
     return Response(_encode(module_for(protocol).model_list(names)), media_type="application/json")
 
 
-ROUTES = [
-    chat_completions,
-    responses,
-    messages,
-    messages_count_tokens,
-    model_actions,
-    list_models,
-]
+ROUTES = [generate, count, model_actions, list_models]
