@@ -15,14 +15,30 @@ from router.protocols import ir
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if not Path(args.config_dir).is_dir():
+        print(
+            f"router {args.command}: config dir {args.config_dir} does not exist", file=sys.stderr
+        )
+        return 2
     try:
         return int(args.run(args))
     except BrokenPipeError:  # `router compile | head`
         return 0
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("router")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="router", description="A YAML-compiled AI gateway.")
+    parser.add_argument("--version", action="version", version=f"router {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, run: Any) -> argparse.ArgumentParser:
@@ -37,9 +53,15 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     serve = command("serve", "run the gateway", _serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=3000, help="port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
+    )
 
     check = command("check", "validate the config; print every problem", _check)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")

@@ -17,9 +17,12 @@ from tests.conftest import write_config
 from tests.fakes import FakeUpstream
 from tests.test_matrix import PNG
 
+HOSTS_SEEN: list[str] = []
+
 
 class ImageHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        HOSTS_SEEN.append(self.headers.get("host", ""))
         if self.path == "/slow.png":
             time.sleep(3)
         if self.path == "/page.html":
@@ -55,6 +58,36 @@ def image_server():
 
 def anywhere(_address) -> bool:
     return True
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(image_server):
+    """One lookup per URL, by the checker; the client connects to its answer and never
+    resolves the name itself (it could not: the name exists nowhere but here)."""
+    port = int(image_server.rsplit(":", 1)[1])
+    lookups: list[str] = []
+
+    async def resolver(host: str, _port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    HOSTS_SEEN.clear()
+    url = f"http://images.rebind.invalid:{port}/moved.png"
+    media_type, data = asyncio.run(fetch_image(url, allowed=anywhere, resolver=resolver))
+    assert (media_type, data) == ("image/png", PNG)
+    assert lookups == ["images.rebind.invalid", "images.rebind.invalid"]  # the redirect too
+    seen = list(HOSTS_SEEN)
+    assert seen == [f"images.rebind.invalid:{port}"] * 2
+
+
+def test_a_name_that_resolves_to_a_private_address_after_a_public_one_is_refused():
+    answers = iter([["93.184.216.34", "127.0.0.1"]])
+
+    async def resolver(_host: str, _port: int) -> list[str]:
+        return next(answers)
+
+    with pytest.raises(ir.Error) as raised:
+        asyncio.run(fetch_image("http://mixed.invalid/x.png", resolver=resolver))
+    assert raised.value.status == 400 and "non-public" in raised.value.message
 
 
 def test_fetch_inlines_and_follows_redirects(image_server):

@@ -239,7 +239,12 @@ def test_parse_structured_output(fields: dict) -> None:
     ],
 )
 def test_parse_tool_choice(choice: dict, expected: ir.ToolChoice, parallel: bool | None) -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": choice}
+    body = {
+        "model": "m",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "x"}],
+        "tool_choice": choice,
+    }
     req = claude.parse_request(body)
     assert req.tool_choice == expected and req.parallel_tool_calls is parallel
 
@@ -247,6 +252,7 @@ def test_parse_tool_choice(choice: dict, expected: ir.ToolChoice, parallel: bool
 def test_parse_foreign_signatures_back_from_client() -> None:
     body = {
         "model": "m",
+        "max_tokens": 64,
         "messages": [
             {"role": "user", "content": "x"},
             {
@@ -1119,3 +1125,12 @@ def test_model_list_read_by_sdk(server: ReplayServer) -> None:
         "first_id": None,
         "last_id": None,
     }
+
+
+def test_max_tokens_is_required() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(ir.Error) as raised:
+        claude.parse_request(body)
+    assert raised.value.status == 400 and raised.value.param == "max_tokens"
+    assert claude.COUNTING is not None
+    assert claude.COUNTING.parse_request(body).messages  # count_tokens takes none

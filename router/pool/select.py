@@ -48,10 +48,38 @@ def rate_limited_for(book: HealthBook, provider: Provider, model: str) -> float 
     return min(waits) if waits else None
 
 
+class Unconfigured(ir.Error):
+    """The pool has no instance that could ever take a call: a configuration matter, not
+    an upstream failure."""
+
+
 def none_available(provider: Provider, model: str, book: HealthBook = HEALTH) -> ir.Error:
     """Why no instance of `provider` can take a call to `model` now."""
+    if not provider.available:
+        return Unconfigured(
+            503, "unavailable", f"provider {provider.name} {_why_unusable(provider)}"
+        )
     wait = rate_limited_for(book, provider, model)
     if wait is not None:
         message = f"provider {provider.name}: every instance is rate-limited"
         return ir.Error(429, "rate_limit", message, retry_after=wait)
     return ir.Error(503, "unavailable", f"provider {provider.name}: no healthy instance")
+
+
+def _why_unusable(provider: Provider) -> str:
+    """Why none of the pool's instances can take traffic, as an operator would fix it."""
+    if not provider.instances:
+        return "has no instance"
+    if not any(instance.enabled for instance in provider.instances):
+        return "has every instance disabled"
+    reasons: dict[str, None] = {}
+    for instance in provider.instances:
+        if instance.enabled:
+            reasons.update(dict.fromkeys(map(_unconfigured_reason, instance.unconfigured)))
+    return f"has no configured instance ({'; '.join(reasons)})"
+
+
+def _unconfigured_reason(reason: str) -> str:
+    if reason.startswith("file:"):
+        return f"credentials file {reason[5:]} does not exist"
+    return f"{reason} is not set"

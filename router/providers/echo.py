@@ -13,8 +13,8 @@ Streams split the text into words and tool arguments into small fragments."""
 
 from __future__ import annotations
 
-import hashlib
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -55,9 +55,8 @@ def reply(request: ir.Request, model: str) -> ir.Response:
     )
     if request.max_tokens is not None and usage.output_tokens > request.max_tokens:
         finish = "length"
-    digest = hashlib.sha256(repr(request.messages).encode()).hexdigest()[:24]
     return ir.Response(
-        id=f"echo-{digest}",
+        id=f"echo-{secrets.token_hex(12)}",  # unique per answer, as upstreams' ids are
         model=model or request.model,
         parts=parts,
         finish=finish,
@@ -119,7 +118,7 @@ def _tool_calls(request: ir.Request, text: str) -> list[ir.ToolCall]:
             chosen = [request.tools[0]]
         if request.parallel_tool_calls is False:
             chosen = chosen[:1]
-    seed = hashlib.sha256(text.encode()).hexdigest()[:16]
+    seed = secrets.token_hex(8)  # a new id per call: clients match results to calls by it
     return [
         ir.ToolCall(
             id=f"call_{seed}_{index}",

@@ -104,7 +104,7 @@ async def post(
     result, then `aclose` it. Both kinds of response offer `status_code`, `headers.get`,
     `aread`, `aiter_bytes` (decoded) and `aclose`; errors are httpx's."""
     if _direct(proxy, url):
-        pool = connections.pool_for(_tls_context())
+        pool = connections.pool_for(tls_context())
         return await pool.post(url, headers, body, connect_timeout)
     client = client_for(proxy)
     request = client.build_request(
@@ -138,7 +138,7 @@ def _system_proxy_applies(scheme: str, host: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     verify = _verify()
     context = (
         verify

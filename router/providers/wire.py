@@ -8,6 +8,7 @@ from router.providers.base import Call, CountCall, WireAdapter
 from router.providers.http import post_json
 
 COUNT_TIMEOUT = 30.0  # seconds
+_GEMINI_VERSIONS = frozenset({"v1beta", "v1", "v1alpha"})
 
 
 def _join(base: str, path: str) -> str:
@@ -78,14 +79,24 @@ class AnthropicAdapter(WireAdapter):
 
 
 class GeminiAPIAdapter(WireAdapter):
+    """`base_url` is the API root: a host alone (https://generativelanguage.googleapis.com)
+    gets /v1beta appended; one that ends in an API version (/v1beta, /v1, /v1alpha) is
+    taken as it is."""
+
     protocol = "gemini"
     default_base = "https://generativelanguage.googleapis.com/v1beta"
 
+    def _root(self, instance: Instance) -> str:
+        base = (instance.base_url or self.default_base).rstrip("/")
+        if base.rpartition("/")[2] in _GEMINI_VERSIONS:
+            return base
+        return base + "/v1beta"
+
     def url(self, call: Call) -> str:
-        base = call.instance.base_url or self.default_base
+        base = self._root(call.instance)
         if call.stream:
-            return _join(base, f"/models/{call.model}:streamGenerateContent?alt=sse")
-        return _join(base, f"/models/{call.model}:generateContent")
+            return f"{base}/models/{call.model}:streamGenerateContent?alt=sse"
+        return f"{base}/models/{call.model}:generateContent"
 
     def auth_headers(self, instance: Instance) -> dict[str, str]:
         return {"x-goog-api-key": instance.api_key.value} if instance.api_key else {}
@@ -95,7 +106,7 @@ class GeminiAPIAdapter(WireAdapter):
     async def count_tokens(self, call: CountCall) -> int:
         """`models/{model}:countTokens` with a `generateContentRequest`, so the system
         instruction and the tools are counted too."""
-        base = (call.instance.base_url or self.default_base).rstrip("/")
+        base = self._root(call.instance)
         url = f"{base}/models/{call.model.removeprefix('models/')}:countTokens"
         headers = {"content-type": "application/json", **self.auth_headers(call.instance)}
         body = gemini.build_count_request(call.request)

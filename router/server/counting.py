@@ -1,17 +1,10 @@
 """Token counting for `POST /v1/messages/count_tokens` (Anthropic clients) and
 `POST /v1beta/models/{model}:countTokens` (Gemini clients).
 
-The adapter of the route's first target decides where the count comes from
-(`WireAdapter.counts_tokens` and `count_tokens`):
-
-* claude-custom: the upstream's `/v1/messages/count_tokens` (an Anthropic client's body
-  is forwarded as it is, anything else is translated);
-* gemini-api: `models/{model}:countTokens` with a `generateContentRequest`, so the
-  system instruction and the tools are counted too;
-* gemini-cli-oauth: Code Assist's `v1internal:countTokens`, which takes contents only:
-  its count plus the estimate for the system instruction and the tools;
-* anything else (OpenAI upstreams, Antigravity, Claude Code, echo): the documented
-  estimate in router.tokens.
+The adapter of the route's first target decides where the count comes from: one whose
+`counts_tokens` is set asks its upstream (`count_tokens`: claude-custom, gemini-api,
+gemini-cli-oauth, each documented in its adapter); for any other, the documented estimate
+in router.tokens answers.
 
 When the upstream cannot count (network error, timeout, 401/403, 404, 408, 429, 5xx,
 an unreadable answer) the next healthy instance is asked, then the estimate answers: a

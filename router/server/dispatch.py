@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from router.compiler.plan import Instance, Plan, Provider, Route, Target
 from router.compiler.probe import mapped_body, resolve
 from router.pool.health import HEALTH
-from router.pool.select import instances_for, none_available
+from router.pool.select import Unconfigured, instances_for, none_available
 from router.protocols import ir
 from router.providers.base import Call
 from router.providers.upstream import AttemptFailed, attempt, upstream_wait
@@ -228,6 +228,8 @@ class _Run:
         )
 
     def _exhausted(self) -> Exhausted:
+        if isinstance(self.last_error, Unconfigured) and not self.attempts:
+            return Exhausted(self.last_error, 0, self.headers())  # no upstream failed
         error = self.last_error or ir.Error(
             503, "unavailable", "no provider could take the request"
         )

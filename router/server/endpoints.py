@@ -67,11 +67,17 @@ def too_large() -> ir.Error:
     return ir.Error(413, "request_too_large", "request body too large")
 
 
+def too_deep() -> ir.Error:
+    return ir.Error(400, "invalid_request", "request body is nested too deeply")
+
+
 def json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = _decode(raw)
     except msgspec.DecodeError as exc:
         raise ir.Error(400, "invalid_request", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise too_deep() from None
     if not isinstance(body, dict):
         raise ir.Error(400, "invalid_request", "request body must be a JSON object")
     return body
@@ -85,8 +91,10 @@ def _model_of(body: dict[str, Any], url_model: str | None) -> str:
     if url_model is not None:
         return url_model
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if model is None or model == "":
         raise ir.Error(400, "invalid_request", "`model` is required", param="model")
+    if not isinstance(model, str):
+        raise ir.Error(400, "invalid_request", "`model` must be a string", param="model")
     return model
 
 
@@ -156,6 +164,8 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
         reply = await cancel_on_disconnect(incoming.receive, dispatch(plan, inbound))
     except ir.Error as error:
         return _error_reply(trace, error)
+    except RecursionError:  # a body that decodes but is too deep for the stages after
+        return _error_reply(trace, too_deep())
     except Exhausted as exhausted:
         return _error_reply(trace, exhausted.error, exhausted.headers)
     except ClientGone:
@@ -280,6 +290,8 @@ async def _count(
         count = await count_tokens(plan, inbound)
     except ir.Error as error:
         return error_response(protocol, error)
+    except RecursionError:
+        return error_response(protocol, too_deep())
     counting = module_for(protocol).COUNTING
     assert counting is not None  # a count endpoint's protocol has a count body
     return Response(

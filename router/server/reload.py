@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from watchfiles import awatch
+from watchfiles import Change, awatch
 
 from router.compiler.plan import Plan
 from router.server.state import PlanHolder
@@ -83,10 +84,32 @@ def credentials_news(plan: Plan | None) -> tuple[tuple[str, bool], ...]:
     return tuple(sorted(news))
 
 
+def _watched_dirs(config_dir: str) -> list[str]:
+    """The folders whose files make up the config: the config dir itself (not its
+    subfolders: a state dir or logs may live there) and pipelines/."""
+    pipelines = Path(config_dir) / "pipelines"
+    return [config_dir, *([str(pipelines)] if pipelines.is_dir() else [])]
+
+
+def _config_filter(trigger: Path | None) -> Callable[[Change, str], bool]:
+    """Only events on YAML files and on the trigger wake the watcher: the gateway's own
+    writes (logs, state) beside them must not. Credentials files are not watched: the
+    once-a-second check (`credentials_news`) notices what matters of them."""
+    trigger_name = str(trigger) if trigger is not None else None
+
+    def wanted(_change: Change, path: str) -> bool:
+        return path.endswith(_CONFIG_SUFFIXES) or path == trigger_name
+
+    return wanted
+
+
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
 async def watch(holder: PlanHolder, stop: asyncio.Event, *, config: bool = True) -> None:
-    """Reload on changes to the config dir (when `config`) and on the shared trigger."""
+    """Reload on changes to the config files (when `config`) and on the shared trigger."""
     watched_dir = holder.config_dir if config else None
-    paths = [holder.config_dir] if config else []
+    paths = _watched_dirs(holder.config_dir) if config else []
     trigger = trigger_path()
     if trigger is not None:
         paths.append(str(trigger.parent))
@@ -99,10 +122,11 @@ async def watch(holder: PlanHolder, stop: asyncio.Event, *, config: bool = True)
     try:
         async for _changes in awatch(
             *paths,
+            watch_filter=_config_filter(trigger),
             debounce=DEBOUNCE_MS,
             step=50,
             stop_event=stop,
-            recursive=True,
+            recursive=False,
             yield_on_timeout=True,
             rust_timeout=POLL_MS,
         ):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +27,26 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def address_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be ours, or None. Granian's workers share their socket
+    through SO_REUSEPORT, which would also let a second server take part of the traffic;
+    a bind without it fails while any other socket listens there."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is already in use (another router serve?)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def event_loop() -> Loops:
@@ -56,6 +78,11 @@ def main(config_dir: str, host: str, port: int, workers: int) -> int:
             "set REQUIRED_API_KEY (or auth.api_keys in routes.yaml), or bind 127.0.0.1",
             file=sys.stderr,
         )
+        return 2
+
+    taken = address_in_use(host, port)
+    if taken is not None:
+        print(f"router: {taken}; not starting", file=sys.stderr)
         return 2
 
     runtime = tempfile.mkdtemp(prefix="router-")

@@ -25,6 +25,24 @@ FINISH = {
     "refusal": "content_filter",
 }
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# OpenAI's own rules, as its API answers them: models without reasoning refuse every
+# reasoning setting; `user` is at most 64 characters.
+NO_REASONING_MODELS = ("gpt-4", "gpt-3.5", "chatgpt-")
+USER_MAX = 64
+
+
+def takes_no_reasoning(model: str) -> bool:
+    return model.rsplit("/", 1)[-1].lower().startswith(NO_REASONING_MODELS)
+
+
+def check_user(body: dict[str, Any]) -> None:
+    user = body.get("user")
+    if isinstance(user, str) and len(user) > USER_MAX:
+        raise InvalidRequest(
+            f"Invalid 'user': string too long. Expected a string with maximum length "
+            f"{USER_MAX}, but got a string with length {len(user)} instead.",
+            param="user",
+        )
 
 
 def error_type(status: int) -> tuple[str, str | None]:
@@ -184,6 +202,12 @@ class OpenAIChat(Wire):
         self._parse_tools(body, conv)
         self._parse_format(body, conv, messages)
         effort = body.get("reasoning_effort")
+        if effort is not None and takes_no_reasoning(ctx.model):
+            raise InvalidRequest(
+                "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                param="reasoning_effort",
+            )
+        check_user(body)
         conv.reasoning = effort is not None and effort != "none"
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         conv.max_tokens = int(limit) if limit is not None else None

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from .http import Request
-from .openai_chat import TOOL_NAME, openai_error
+from .openai_chat import TOOL_NAME, check_user, openai_error, takes_no_reasoning
 from .replies import (
     Conversation,
     InvalidRequest,
@@ -114,6 +114,17 @@ class OpenAIResponses(Wire):
         elif fmt.get("type") == "json_object":
             conv.json_mode = True
         reasoning = body.get("reasoning")
+        if takes_no_reasoning(ctx.model):
+            if reasoning is not None:
+                raise InvalidRequest(
+                    "Unsupported parameter: 'reasoning.effort' is not supported with this model.",
+                    param="reasoning.effort",
+                )
+            if "reasoning.encrypted_content" in (body.get("include") or []):
+                raise InvalidRequest(
+                    "Encrypted content is not supported with this model.", param="include"
+                )
+        check_user(body)
         conv.reasoning = isinstance(reasoning, dict) and reasoning.get("effort") not in ("none",)
         if body.get("max_output_tokens") is not None:
             conv.max_tokens = int(body["max_output_tokens"])

@@ -20,6 +20,8 @@ def parse_request(body: dict[str, Any]) -> ir.Request:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("model: field required", "model")
+    if body.get("max_tokens") is None:  # the Messages API requires it
+        raise _invalid("max_tokens: field required", "max_tokens")
     req = ir.Request(model=model)
     _parse_system(body.get("system"), req)
     _parse_messages(body.get("messages"), req)

@@ -16,6 +16,7 @@ from typing import Any
 
 from router.protocols import ir
 from router.protocols.openai_chat.common import _drop
+from router.protocols.openai_models import is_reasoning_model, takes_reasoning, user_fits
 
 
 def build_request(req: ir.Request) -> dict[str, Any]:
@@ -29,13 +30,13 @@ def build_request(req: ir.Request) -> dict[str, Any]:
     if req.output is not None and req.output.kind != "text":
         body["response_format"] = _build_response_format(req.output)
     effort = reasoning_effort(req.reasoning)
-    if effort is not None and _is_chat_only_model(req.model):
+    if effort is not None and not takes_reasoning(req.model):
         effort = None  # OpenAI rejects reasoning_effort for these models
         _drop(req, "reasoning")
     if effort is not None:
         body["reasoning_effort"] = effort
     if req.max_tokens is not None:
-        key = "max_completion_tokens" if effort or _is_reasoning_model(req.model) else "max_tokens"
+        key = "max_completion_tokens" if effort or is_reasoning_model(req.model) else "max_tokens"
         body[key] = req.max_tokens
     for key in ("temperature", "top_p", "seed"):
         value = getattr(req, key)
@@ -46,8 +47,7 @@ def build_request(req: ir.Request) -> dict[str, Any]:
     if req.stop:
         body["stop"] = req.stop
     if req.user:
-        # OpenAI rejects a `user` longer than 64 characters (Claude Code's is ~150).
-        if len(req.user) <= 64:
+        if user_fits(req.user):
             body["user"] = req.user
         else:
             _drop(req, "user")
@@ -73,20 +73,6 @@ def reasoning_effort(reasoning: ir.Reasoning | None) -> str | None:
     if budget <= 16384:
         return "medium"
     return "high"
-
-
-def _model_name(model: str) -> str:
-    return model.rsplit("/", 1)[-1].lower()
-
-
-def _is_reasoning_model(model: str) -> bool:
-    """OpenAI reasoning models: they reject `max_tokens`."""
-    return _model_name(model).startswith(("o1", "o3", "o4", "gpt-5"))
-
-
-def _is_chat_only_model(model: str) -> bool:
-    """OpenAI models without reasoning: they reject `reasoning_effort`."""
-    return _model_name(model).startswith(("gpt-4", "gpt-3.5", "chatgpt-"))
 
 
 def _build_tool(tool: ir.Tool) -> dict[str, Any]:

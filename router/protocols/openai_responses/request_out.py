@@ -8,7 +8,8 @@
 * Upstream requests are stateless: `store: false`, and when reasoning is requested
   `include: ["reasoning.encrypted_content"]` so reasoning can be replayed next turn.
   Reasoning explicitly switched off is expressed by omitting `reasoning` (effort "none"
-  is not accepted by every reasoning model).
+  is not accepted by every reasoning model). Models that take no reasoning (gpt-4o...)
+  get none, and neither a `user` over 64 characters (router.protocols.openai_models).
 * Function tools are sent with `strict: false` unless the client asked for strict, since
   Responses defaults to strict and most foreign schemas are not strict-compatible.
 """
@@ -18,12 +19,18 @@ from __future__ import annotations
 from typing import Any
 
 from router.protocols import ir
+from router.protocols.openai_models import takes_reasoning, user_fits
 from router.protocols.openai_responses.common import (
     _ENCRYPTED_REASONING,
     NAME,
     _new_id,
     _reasoning_item,
 )
+
+
+def _drop(req: ir.Request, name: str) -> None:
+    if name not in req.dropped:
+        req.dropped.append(name)
 
 
 def build_request(req: ir.Request) -> dict[str, Any]:
@@ -41,6 +48,9 @@ def build_request(req: ir.Request) -> dict[str, Any]:
     if fmt["type"] != "text":
         body["text"] = {"format": fmt}
     reasoning = _reasoning_body(req.reasoning)
+    if reasoning and not takes_reasoning(req.model):
+        reasoning = None  # OpenAI rejects reasoning (and its include) for these models
+        _drop(req, "reasoning")
     if reasoning:
         body["reasoning"] = reasoning
         body["include"] = [_ENCRYPTED_REASONING]
@@ -49,15 +59,19 @@ def build_request(req: ir.Request) -> dict[str, Any]:
         ("temperature", req.temperature),
         ("top_p", req.top_p),
         ("metadata", req.metadata),
-        ("user", req.user),
     ):
         if value is not None:
             body[key] = value
+    if req.user is not None:
+        if user_fits(req.user):
+            body["user"] = req.user
+        else:
+            _drop(req, "user")
     if req.stream:
         body["stream"] = True
     for name, value in (("top_k", req.top_k), ("seed", req.seed), ("stop", req.stop)):
-        if value and name not in req.dropped:
-            req.dropped.append(name)
+        if value:
+            _drop(req, name)
     return body
 
 
