@@ -51,6 +51,10 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
         self.log_path = Path(self._log.name)
+        # operator state of its own, never the checkout's ./.router
+        self._state = tempfile.TemporaryDirectory(prefix="gateway-state-")  # noqa: SIM115
+        self.state_dir = Path(self._state.name)
+        env = {"ROUTER_STATE_DIR": str(self.state_dir), **(env or {})}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -105,6 +109,7 @@ class Gateway:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
         self._log.close()
+        self._state.cleanup()
 
     def __enter__(self) -> Gateway:
         return self

@@ -89,6 +89,24 @@ class Instance:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """What a model costs, in USD per million tokens (`pricing:` of a pool)."""
+
+    model: str  # the glob as written
+    input: float
+    output: float
+    cached_input: float | None = None  # default: the input price
+    matches: Callable[[str], bool] = field(default=lambda _model: True, repr=False, compare=False)
+
+    def cost(self, usage: ir.Usage) -> float:
+        cached = min(usage.cached_tokens, usage.input_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        fresh = usage.input_tokens - cached
+        total = fresh * self.input + cached * cached_price + usage.output_tokens * self.output
+        return total / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     """A pool: every instance speaks the same adapter."""
 
@@ -102,6 +120,13 @@ class Provider:
     first_token_timeout: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     built_in: bool = False  # serves without instances (echo)
+    pricing: tuple[Price, ...] = ()  # first match wins
+
+    def price_for(self, model: str) -> Price | None:
+        for price in self.pricing:
+            if price.matches(model):
+                return price
+        return None
 
     @property
     def available(self) -> bool:

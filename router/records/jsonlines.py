@@ -1,60 +1,37 @@
-"""A sink that appends each outcome record to a file as one JSON line, written by a
-thread of its own: the event loop only puts the record on a queue. Set
-`ROUTER_RECORDS_FILE` to turn it on (every worker appends to the same file)."""
+"""A sink that appends each outcome record to a file as one JSON line. Set
+`ROUTER_RECORDS_FILE` to turn it on (every worker appends to the same file: one write
+per batch, so the lines of workers do not interleave)."""
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
-import threading
-from typing import IO
+from dataclasses import replace
 
 import msgspec
 
 from router.records.outcome import Outcome
-
-log = logging.getLogger("router.records")
-_STOP = object()
+from router.records.threaded import ThreadedSink, log
 
 
-class JsonLinesSink:
+class JsonLinesSink(ThreadedSink):
+    name = "jsonl"
+
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path = path
-        self._queue: queue.SimpleQueue[Outcome | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._write, name="records-jsonl", daemon=True)
-        self._thread.start()
+        self._encode = msgspec.json.Encoder().encode
 
-    def __call__(self, outcome: Outcome) -> None:
-        self._queue.put(outcome)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the thread."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-
-    def _write(self) -> None:
-        encode = msgspec.json.Encoder().encode
-        with open(self.path, "ab", buffering=0) as out:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                lines = [encode(item) + b"\n"]
-                while not self._queue.empty():  # what else is waiting goes out with it
-                    more = self._queue.get()
-                    if more is _STOP:
-                        _write_all(out, lines)
-                        return
-                    lines.append(encode(more) + b"\n")
-                _write_all(out, lines)
+    def handle(self, batch: list[Outcome]) -> None:
+        data = b"".join(self._encode(_without_bodies(o)) + b"\n" for o in batch)
+        try:
+            with open(self.path, "ab", buffering=0) as out:
+                out.write(data)
+        except OSError as exc:
+            log.warning("cannot write %d outcome records to %s: %s", len(batch), self.path, exc)
 
 
-def _write_all(out: IO[bytes], lines: list[bytes]) -> None:
-    try:
-        out.write(b"".join(lines))  # one append: lines of workers do not interleave
-    except OSError as exc:
-        log.warning("cannot write %d outcome records: %s", len(lines), exc)
+def _without_bodies(outcome: Outcome) -> Outcome:
+    return replace(outcome, exchange=None) if outcome.exchange is not None else outcome
 
 
 def from_environment() -> JsonLinesSink | None:

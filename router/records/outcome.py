@@ -10,9 +10,11 @@ it from there."""
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.protocols import ir
 
@@ -34,11 +36,25 @@ class Attempt:
     duration: float  # seconds, until the answer (a stream: until it was primed)
 
 
+@dataclass(slots=True)
+class Exchange:
+    """The bodies of one request, kept only while a sink wants them (the prompt log):
+    the client's request, what went upstream (the last attempt's body) and the answer."""
+
+    request: dict[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # the client's, lower-case
+    upstream: bytes = b""
+    answer: list[bytes] = field(default_factory=list)  # the body, or a stream's chunks
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    id: str  # unique per request (the prompt log and /api/requests name it)
     time: float  # unix time the request arrived
     protocol: str  # the client's
     endpoint: str  # the endpoint's path as in router.protocols.paths
+    path: str  # as the client called it
+    client: str | None  # the client's address
     key: str | None  # the client key's name, never the key
     model: str | None  # as the client asked
     route: str | None
@@ -51,6 +67,17 @@ class Outcome:
     overhead: float  # seconds spent in the gateway, upstream waits excluded
     usage: ir.Usage | None  # as the upstream reported it; None when it reported none
     dropped: tuple[str, ...]  # fields the upstream's protocol could not carry
+    request_bytes: int  # the client's body
+    response_bytes: int  # the answer's body (a stream: every chunk)
+    exchange: Exchange | None = None  # the bodies, when a sink asked for them
+
+
+# Set by a sink that reads `Outcome.exchange` (the prompt log): requests keep their bodies.
+KEEP_BODIES = False
+
+
+def _request_id() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass(slots=True)
@@ -59,8 +86,11 @@ class Trace:
 
     protocol: str
     endpoint: str
+    path: str = ""
+    client: str | None = None
     started: float = field(default_factory=_now)  # perf_counter
     at: float = field(default_factory=time.time)
+    id: str = field(default_factory=_request_id)
     key: str | None = None
     model: str | None = None
     stream: bool = False
@@ -72,6 +102,9 @@ class Trace:
     overhead: float = 0.0
     usage: ir.Usage | None = None
     dropped: tuple[str, ...] = ()
+    request_bytes: int = 0
+    response_bytes: int = 0
+    exchange: Exchange | None = field(default_factory=lambda: Exchange() if KEEP_BODIES else None)
     finished: bool = False
 
     def attempt(
@@ -98,9 +131,13 @@ class Trace:
             self.status = error.status
         self.error = error.kind
 
-    def sent_first_byte(self) -> None:
+    def sent(self, chunk: bytes) -> None:
+        """A piece of the answer went out."""
         if self.first_byte is None:
             self.first_byte = _now()
+        self.response_bytes += len(chunk)
+        if self.exchange is not None:
+            self.exchange.answer.append(chunk)
 
     def finish(self, status: int | None = None) -> None:
         """The last byte went out (or the client went away: status 499). Once."""
@@ -113,9 +150,12 @@ class Trace:
             return
         end = _now()
         outcome = Outcome(
+            id=self.id,
             time=self.at,
             protocol=self.protocol,
             endpoint=self.endpoint,
+            path=self.path,
+            client=self.client,
             key=self.key,
             model=self.model,
             route=self.route,
@@ -128,6 +168,9 @@ class Trace:
             overhead=self.overhead,
             usage=self.usage,
             dropped=self.dropped,
+            request_bytes=self.request_bytes,
+            response_bytes=self.response_bytes,
+            exchange=self.exchange,
         )
         publish(outcome)
 

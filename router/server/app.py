@@ -12,8 +12,9 @@ from litestar.exceptions import HTTPException
 
 from router.protocols import ir
 from router.providers.http import close_all
-from router.records import failures, jsonlines, outcome
-from router.server import endpoints, management, oauth_routes
+from router.records import metrics
+from router.records.plane import RecordsPlane, records_enabled
+from router.server import endpoints, management, oauth_routes, records_routes, system
 from router.server.errors import error_response, protocol_for_path
 from router.server.fastpath import FastPath
 from router.server.reload import fingerprint, watch
@@ -49,12 +50,12 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
     holder.reload(fingerprint(config_dir if watch_config else None))
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
-    outcome.subscribe(failures.log_failed_attempts)
-    records_file = jsonlines.from_environment()
-    if records_file is not None:
-        outcome.subscribe(records_file)
+    records = RecordsPlane(lambda: holder.plan)
+    if records_enabled():
+        holder.listeners.append(metrics.note_reload)
 
     async def start_watcher() -> None:
+        records.start()
         if os.environ.get("ROUTER_GC_FREEZE", "1") != "0":
             gc.freeze()
         tasks.append(asyncio.create_task(watch(holder, stop, config=bool(watch_config))))
@@ -64,13 +65,17 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
         for task in tasks:
             task.cancel()
         await close_all()
-        if records_file is not None:
-            outcome.unsubscribe(records_file)
-            records_file.close()
+        records.stop()  # flushes what the sinks hold
 
     max_body = int(os.environ.get("ROUTER_MAX_BODY_MB", DEFAULT_MAX_BODY_MB)) * 1024 * 1024
     app = Litestar(
-        route_handlers=[*endpoints.ROUTES, *management.ROUTES, *oauth_routes.ROUTES],
+        route_handlers=[
+            *endpoints.ROUTES,
+            *management.ROUTES,
+            *oauth_routes.ROUTES,
+            *system.ROUTES,
+            *records_routes.ROUTES,
+        ],
         on_startup=[start_watcher],
         on_shutdown=[shutdown],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
@@ -79,4 +84,5 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
         debug=False,
     )
     app.state.holder = holder
+    app.state.records = records
     return FastPath(app, holder, max_body, hot=os.environ.get("ROUTER_FASTPATH", "1") != "0")

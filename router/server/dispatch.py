@@ -165,6 +165,9 @@ class _Run:
             health.release()
             raise
         self._note(provider, instance, prepared, started)
+        trace = self.inbound.trace
+        if trace is not None and trace.exchange is not None:
+            trace.exchange.upstream = prepared.body
         reply.headers.update(self.headers())
         if prepared.dropped:
             dropped = sorted(set(prepared.dropped))

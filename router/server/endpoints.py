@@ -5,6 +5,7 @@ here and finished by the front once the last byte is out."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from router.providers.upstream import UPSTREAM_WAIT, Stopwatch
 from router.records.outcome import Trace
 from router.server import models
 from router.server.auth import check_client
+from router.server.client_timeouts import BODY_TIMEOUT, body_too_slow
 from router.server.counting import count_tokens
 from router.server.disconnect import ClientGone, Receive, cancel_on_disconnect
 from router.server.dispatch import Exhausted, dispatch
@@ -56,7 +58,10 @@ def _headers(request: Request) -> dict[str, str]:
 
 async def _raw_body(request: Request) -> bytes:
     try:
-        return await request.body()
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.body()
+    except TimeoutError:
+        raise body_too_slow() from None
     except HTTPException as exc:
         if exc.status_code == 413:
             raise too_large() from None
@@ -112,6 +117,8 @@ class Incoming:
     """One request to a generating endpoint, as the front read it."""
 
     endpoint: Endpoint
+    path: str  # as the client called it
+    client: str | None  # the client's address
     provider: str | None  # the /{provider}/ path prefix
     model: str | None  # the model the URL names
     headers: dict[str, str]  # lower-case names
@@ -125,7 +132,13 @@ async def serve(holder: PlanHolder, incoming: Incoming) -> Reply:
     """Stages 2-8 of one request: auth, body, dispatch; the reply or the error, in the
     client's protocol, with x-router-overhead-ms and the request's trace."""
     endpoint = incoming.endpoint
-    trace = Trace(endpoint.protocol, endpoint.path, started=incoming.started)
+    trace = Trace(
+        endpoint.protocol,
+        endpoint.path,
+        path=incoming.path,
+        client=incoming.client,
+        started=incoming.started,
+    )
     wait = Stopwatch()
     token = UPSTREAM_WAIT.set(wait)
     try:
@@ -146,7 +159,11 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
     try:
         plan = current_plan(holder)
         trace.key = check_client(plan.auth.api_keys, headers, query)
-        body = json_object(await incoming.read_body())
+        raw = await incoming.read_body()
+        trace.request_bytes = len(raw)
+        body = json_object(raw)
+        if trace.exchange is not None:
+            trace.exchange.request, trace.exchange.headers = body, headers
         model = trace.model = _model_of(body, incoming.model)
         stream = trace.stream = _stream_of(body, incoming.endpoint)
         inbound = Inbound(
@@ -186,8 +203,11 @@ async def _serve_litestar(
     request: Request, endpoint: Endpoint, provider: str | None, model: str | None = None
 ) -> Response:
     started = time.perf_counter()
+    client = request.scope.get("client")
     incoming = Incoming(
         endpoint=endpoint,
+        path=request.scope["path"],
+        client=client[0] if client else None,
         provider=provider,
         model=model,
         headers=_headers(request),
@@ -206,7 +226,7 @@ async def _serve_litestar(
             media_type=reply.media_type,
             headers=reply.headers,
         )
-    trace.sent_first_byte()  # about to: Litestar sends it once this returns
+    trace.sent(reply.body)  # about to: Litestar sends it once this returns
     return Response(
         reply.body,
         status_code=reply.status,
@@ -221,7 +241,7 @@ async def _traced(stream: AsyncIterator[bytes], trace: Trace) -> AsyncIterator[b
     status = 499  # unless it runs to its end
     try:
         async for chunk in stream:
-            trace.sent_first_byte()
+            trace.sent(chunk)
             yield chunk
         status = trace.status
     finally:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 from router.protocols import ir, paths
 from router.providers.upstream import UPSTREAM_WAIT, Stopwatch
 from router.records.outcome import Trace
+from router.server.client_timeouts import BODY_TIMEOUT, body_too_slow
 from router.server.disconnect import WATCH_DISCONNECT_AFTER, DisconnectWatch
 from router.server.endpoints import Incoming, serve, too_large
 from router.server.errors import error_parts
@@ -50,7 +51,7 @@ def _query(scope: Scope) -> dict[str, str]:
 
 
 class _Body:
-    """Reads the request body within the size limit."""
+    """Reads the request body within the size limit and ROUTER_BODY_TIMEOUT."""
 
     __slots__ = ("headers", "limit", "receive")
 
@@ -63,6 +64,13 @@ class _Body:
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             raise too_large()
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                return await self._chunks()
+        except TimeoutError:
+            raise body_too_slow() from None
+
+    async def _chunks(self) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -108,7 +116,7 @@ async def _send_stream(
     try:
         await send(start)
         async for chunk in stream:
-            trace.sent_first_byte()
+            trace.sent(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         status = trace.status
@@ -176,8 +184,11 @@ class FastPath:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, found: paths.Match) -> None:
         started = time.perf_counter()
         headers = _headers(scope)
+        client = scope.get("client")
         incoming = Incoming(
             endpoint=found.endpoint,
+            path=scope["path"],
+            client=client[0] if client else None,
             provider=found.provider,
             model=found.model,
             headers=headers,
@@ -196,7 +207,7 @@ class FastPath:
         trace = reply.trace or Trace(found.endpoint.protocol, found.endpoint.path, started=started)
         if reply.stream is None:
             try:
-                trace.sent_first_byte()
+                trace.sent(reply.body)
                 await send(_start(reply))
                 await send({"type": "http.response.body", "body": reply.body})
             finally:

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from router.compiler import compile_config
@@ -31,6 +32,7 @@ class PlanHolder:
         self.loaded_at = 0.0
         self.reloads = 0
         self.fingerprint: tuple = ()  # of the files the current attempt was compiled from
+        self.listeners: list[Callable[[bool], None]] = []  # told each reload's result
         self._lock = threading.Lock()
 
     def reload(self, fingerprint: tuple = ()) -> bool:
@@ -40,6 +42,8 @@ class PlanHolder:
         with self._lock:
             self.fingerprint = fingerprint
             plan, diagnostics = compile_config(self.config_dir, env=dict(os.environ))
+            for listener in self.listeners:
+                listener(plan is not None)
             if plan is None:
                 messages = tuple(str(d) for d in diagnostics if d.severity == "error")
                 self.last_error = ReloadError(time.time(), messages)

@@ -1,0 +1,78 @@
+"""The operator plane of one worker: which sinks of outcome records run, from the
+environment, started with the worker and closed (flushed) when it stops.
+
+* the failure log, always;
+* `ROUTER_RECORDS_FILE`: every record as a JSON line (tests, debugging);
+* `PROMPT_LOG_MODE=console|file`: the prompt log (router.records.prompt_log);
+* unless `ROUTER_RECORDS=0`: the state store (records and usage), Prometheus metrics
+  and the access log (`ROUTER_ACCESS_LOG=0` turns the log alone off)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from router.compiler.plan import Plan
+from router.records import (
+    access_log,
+    failures,
+    jsonlines,
+    metrics,
+    outcome,
+    prompt_log,
+    store,
+    writer,
+)
+from router.records.threaded import ThreadedSink
+
+log = logging.getLogger("router.records")
+
+
+def records_enabled() -> bool:
+    return os.environ.get("ROUTER_RECORDS", "1") != "0"
+
+
+class RecordsPlane:
+    def __init__(self, plan: Callable[[], Plan | None]) -> None:
+        self.plan = plan
+        self.sinks: list[ThreadedSink] = []
+        self.database: Path | None = None
+
+    def start(self) -> None:
+        outcome.subscribe(failures.log_failed_attempts)
+        for optional in (jsonlines.from_environment(), prompt_log.from_environment()):
+            if optional is not None:
+                self.sinks.append(optional)
+        if records_enabled():
+            self._start_store()
+            self.sinks.append(metrics.MetricsSink(self.plan, self.dropped))
+            access = access_log.from_environment()
+            if access is not None:
+                self.sinks.append(access)
+        for sink in self.sinks:
+            sink.start()
+            outcome.subscribe(sink)
+
+    def _start_store(self) -> None:
+        try:
+            self.database = store.prepare(store.state_dir())
+        except (OSError, sqlite3.Error) as exc:
+            log.error("state store unavailable (%s): request records are not kept", exc)
+            return
+        retention = writer.retention_from_environment()
+        self.sinks.append(writer.RecordStore(self.database, self.plan, retention))
+
+    def dropped(self) -> int:
+        return sum(sink.dropped for sink in self.sinks)
+
+    def stop(self) -> None:
+        for sink in self.sinks:
+            outcome.unsubscribe(sink)
+        for sink in self.sinks:
+            sink.close()
+        self.sinks.clear()
+        if records_enabled():
+            metrics.worker_exit()
