@@ -15,6 +15,7 @@ from router.protocols import ir
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    _load_env_file()
     if not Path(args.config_dir).is_dir():
         print(
             f"router {args.command}: config dir {args.config_dir} does not exist", file=sys.stderr
@@ -24,6 +25,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except BrokenPipeError:  # `router compile | head`
         return 0
+
+
+def _load_env_file() -> None:
+    """`.env` in the working directory, as the seed read it. The real environment wins:
+    a variable already set is never replaced by the file's value."""
+    from dotenv import load_dotenv
+
+    try:
+        load_dotenv(Path(".env"), override=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"router: .env not loaded: {exc}", file=sys.stderr)
 
 
 def version() -> str:
@@ -61,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="operator state (records, usage): default $ROUTER_STATE_DIR, else ./.router",
     )
 
     check = command("check", "validate the config; print every problem", _check)
@@ -113,7 +130,7 @@ def _oauth(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from router.server.serve import main as serve
 
-    return serve(args.config_dir, args.host, args.port, args.workers)
+    return serve(args.config_dir, args.host, args.port, args.workers, args.state_dir)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from router.compiler.plan import Provider
+from router.compiler import provider_types
 from router.compiler.provider_types import PROVIDER_TYPES, ProviderType
 from router.config.bundled import SCHEMAS
 from router.protocols import ir
@@ -126,7 +127,14 @@ def test_string_comparisons_finds_protocol_and_type() -> None:
     assert _string_comparisons('ok = a.protocol == b.protocol and c.kind == "x"\n') == []
 
 
-@pytest.mark.parametrize("path", _sources("router/compiler", "router/server"), ids=str)
+THE_TABLE = Path(provider_types.__file__).resolve()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _sources("router/compiler", "router/server") if p.resolve() != THE_TABLE],
+    ids=str,
+)
 def test_no_second_table_of_type_names(path: Path) -> None:
     written = _written_type_names(path.read_text(encoding="utf-8"))
     assert not written, f"{path.relative_to(ROOT)} writes {written}"

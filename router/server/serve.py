@@ -7,12 +7,14 @@ import ipaddress
 import logging
 import os
 import socket
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.compiler import compile_config
+from router.server.client_timeouts import body_timeout, header_timeout
 
 if TYPE_CHECKING:
     from granian.constants import Loops
@@ -57,9 +59,27 @@ def event_loop() -> Loops:
     return Loops(os.environ.get("ROUTER_LOOP", "auto"))
 
 
-def main(config_dir: str, host: str, port: int, workers: int) -> int:
+def share_state(runtime: str, state_dir: str | None) -> None:
+    """What the workers share: the state store, migrated once here before any worker
+    opens it, and the directory of the metrics every worker adds to."""
+    from router.records import store
+
+    directory = store.state_dir(state_dir)
+    os.environ["ROUTER_STATE_DIR"] = str(directory)
+    if os.environ.get("ROUTER_RECORDS", "1") != "0":
+        try:
+            store.prepare(directory)
+        except (OSError, sqlite3.Error) as exc:  # the workers say it again, and serve on
+            log.error("state store %s unavailable: %s", directory, exc)
+    metrics = Path(runtime) / "metrics"
+    metrics.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+
+
+def main(config_dir: str, host: str, port: int, workers: int, state_dir: str | None = None) -> int:
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -85,9 +105,17 @@ def main(config_dir: str, host: str, port: int, workers: int) -> int:
         print(f"router: {taken}; not starting", file=sys.stderr)
         return 2
 
+    try:
+        header_seconds = header_timeout()
+        body_timeout()  # read by every worker: refuse a bad value here, once
+    except ValueError as exc:
+        print(f"router: {exc}; not starting", file=sys.stderr)
+        return 2
+
     runtime = tempfile.mkdtemp(prefix="router-")
     os.environ["ROUTER_CONFIG_DIR"] = config_dir
     os.environ["ROUTER_RUNTIME_DIR"] = runtime
+    share_state(runtime, state_dir)
     server = Granian(
         "router.server.app:create_app",
         factory=True,
@@ -97,6 +125,11 @@ def main(config_dir: str, host: str, port: int, workers: int) -> int:
         interface=Interfaces.ASGI,
         loop=event_loop(),
         log_access=False,
+        # a client must send its headers in time (the body: client_timeouts.BODY_TIMEOUT)
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, int(header_seconds * 1000))),
+        # a worker that dies (OOM killer, a crash in native code) is replaced at once;
+        # Granian's default is to shut the whole server down
+        respawn_failed_workers=True,
     )
     # SIGHUP would make Granian respawn its workers, and a worker starting on a broken
     # config has nothing to serve. Instead, ask the live workers to reload in place.
