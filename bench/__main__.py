@@ -33,8 +33,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="length of each wrk run (default 10)")
     parser.add_argument(
         "--systems",
-        default="direct,floor,floor-native,router,litellm",
-        help="comma-separated: direct, floor, floor-native, floor-httpx, router, litellm",
+        default="direct,floor,floor-native,router,router-bare,litellm",
+        help="comma-separated: direct, floor, floor-native, floor-httpx, router, router-bare "
+        "(records, metrics and access log off), litellm",
     )
     parser.add_argument("--cases", default="a,b,c", help="comma-separated: a, b, c")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (router serve)")
@@ -106,7 +107,7 @@ def measure(system: System, case: Case, seconds: float, log: list[str]) -> dict[
         ("s1", lambda: load.stream(url, call.body, 1, short, headers)),
         ("s16", lambda: load.stream(url, call.body, 16, short, headers)),
     ):
-        if key == "s1" and not (case.stream or system.name == "router"):
+        if key == "s1" and not (case.stream or system.name.startswith("router")):
             continue
         if key == "s16" and not case.stream:
             continue
@@ -257,11 +258,15 @@ def main() -> int:
                 running[f"floor-{client}"] = systems.start_floor(logdir, base, client)
         router = systems.start_router(workdir, logdir, base, args.workers)
         running["router"] = router
+        if "router-bare" in wanted:
+            bare = systems.start_router(workdir, logdir, base, args.workers, records=False)
+            running["router-bare"] = bare
         time.sleep(1.0)
         rss_idle = rss(router)
         if "litellm" in running:
             running["litellm"].wait()
-        known = ("direct", "floor", "floor-native", "floor-httpx", "router", "litellm")
+        known = ("direct", "floor", "floor-native", "floor-httpx", "router", "router-bare")
+        known += ("litellm",)
         order = [name for name in known if name in wanted]
         for name in order:
             for case in cases:
@@ -303,7 +308,7 @@ def main() -> int:
                 total += top_up(router, args.rss_requests - total, time.monotonic() + budget)
             time.sleep(0.5)
             results["rss_100k"] = {**rss(router), "requests": total}
-            config = workdir / "router-config"
+            config = workdir / "router" / "router-config"
             results["reload"] = reload_under_load(router, config, args.seconds)
             results["rss_after_reload"] = rss(router)
         results["rss_idle"]["router"] = rss_idle  # type: ignore[index]

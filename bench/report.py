@@ -186,7 +186,13 @@ def targets(results: dict[str, Any]) -> list[str]:
     if "reload" in results:
         res: Result = results["reload"]["result"]
         rows.append((res.errors == 0, f"errors during 10/s reloads: {res.errors} (0)"))
-    lines = ["targets (issue 6)"] + [f"  [{_check(ok)}] {text}" for ok, text in rows]
+    for run in ("c16", "c64"):
+        router, bare = rps("b", "router", run), rps("b", "router-bare", run)
+        if router and bare:
+            ratio = router / bare
+            text = f"(b) rps@{run[1:]} records on vs off (router-bare): {ratio:.2f}x (>= 0.95x)"
+            rows.append((router / bare >= 0.95, text))
+    lines = ["targets (issues 6, 15)"] + [f"  [{_check(ok)}] {text}" for ok, text in rows]
     for run in ("c16", "c64"):
         router, other = rps("b", "router", run), rps("b", "floor-native", run)
         if router and other:  # the pass-through on the gateway's own pool: a subset of its work

@@ -112,15 +112,23 @@ def copy_config(workdir: Path) -> Path:
     return target
 
 
-def start_router(workdir: Path, logdir: Path, upstream: str, workers: int = 1) -> System:
-    config = copy_config(workdir)
+def start_router(
+    workdir: Path, logdir: Path, upstream: str, workers: int = 1, records: bool = True
+) -> System:
+    """The gateway with its defaults (records, metrics and the access log on), or
+    `records=False`: `router-bare`, the same build with ROUTER_RECORDS=0."""
+    name = "router" if records else "router-bare"
+    config = copy_config(workdir / name)
     port = procs.free_port()
     argv = [sys.executable, "-m", "router", "serve", "--config-dir", str(config)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--state-dir", str(workdir / name / "state")]
     env = {"BENCH_UPSTREAM": upstream, "BENCH_UPSTREAM_KEY": "sk-bench"}
-    proc = procs.start("router", argv, logdir, env=env)
+    if not records:
+        env["ROUTER_RECORDS"] = "0"
+    proc = procs.start(name, argv, logdir, env=env)
     url = f"http://127.0.0.1:{port}"
-    system = System("router", url, proc, gateway=True, ready=url + "/health")
+    system = System(name, url, proc, gateway=True, ready=url + "/health")
     system.wait(60)
     return system
 

@@ -74,6 +74,7 @@ class Gateway:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=self.state_dir,  # not the checkout: a developer's .env there stays out
         )
         self._wait_ready()
 

@@ -148,16 +148,21 @@ def test_module_entry_points_and_help() -> None:
             assert command in done.stdout
 
 
-def test_serve_delegates_to_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_delegates_to_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     calls = []
     fake = types.ModuleType("router.server.serve")
 
-    def serve(config_dir: str, host: str, port: int, workers: int) -> int:
-        calls.append((config_dir, host, port, workers))
+    def serve(config_dir: str, host: str, port: int, workers: int, state_dir: str | None) -> int:
+        calls.append((config_dir, host, port, workers, state_dir))
         return 7
 
     fake.main = serve  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "router.server.serve", fake)
-    assert cli.main(["serve", "--config-dir", "conf", "--port", "8080", "--workers", "2"]) == 7
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf").mkdir()
+    argv = ["serve", "--config-dir", "conf", "--port", "8080", "--workers", "2"]
+    assert cli.main([*argv, "--state-dir", "st"]) == 7
     assert cli.main(["serve"]) == 7
-    assert calls == [("conf", "127.0.0.1", 8080, 2), (".", "127.0.0.1", 3000, 1)]
+    assert calls == [("conf", "127.0.0.1", 8080, 2, "st"), (".", "127.0.0.1", 3000, 1, None)]

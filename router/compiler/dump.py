@@ -38,6 +38,7 @@ from router.compiler.plan import (
     Instance,
     Pipeline,
     Plan,
+    Price,
     Provider,
     Route,
     Secret,
@@ -290,10 +291,19 @@ def _provider(provider: Provider, config_dir: str, c: Collector, texts: Texts) -
     for key in URL_OPTIONS.intersection(provider.options):
         options[key] = _urls(provider.options[key], c, texts, (*at, "options", key))
     out["options"] = dict(sorted(options.items()))
+    if provider.pricing:  # USD per million tokens, first match wins: in written order
+        out["pricing"] = {price.model: _price(price) for price in provider.pricing}
     out["instances"] = [
         _instance(instance, config_dir, c, texts, (*at, "instances", index))
         for index, instance in enumerate(provider.instances)
     ]
+    return out
+
+
+def _price(price: Price) -> dict[str, float]:
+    out = {"input": price.input, "output": price.output}
+    if price.cached_input is not None:
+        out["cached_input"] = price.cached_input
     return out
 
 

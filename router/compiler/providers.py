@@ -16,6 +16,7 @@ from router.compiler.plan import (
     SECRET_NAME,
     HealthPolicy,
     Instance,
+    Price,
     Provider,
     Redacted,
     Secret,
@@ -37,6 +38,7 @@ _SPECIFIC_KEYS = frozenset().union(*ADAPTER_KEYS.values())
 OPTION_KEYS = _SPECIFIC_KEYS | {"max_concurrency", "model_aliases"}
 # First path segments the server owns; a provider of that name could not be addressed.
 RESERVED_NAMES = frozenset({"v1", "v1beta", "api", "health", "provider_health"})
+_PROXY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")  # scheme://host...
 
 
 def compile_providers(ctx: Context, loaded: LoadedFile) -> dict[str, Provider]:
@@ -76,11 +78,12 @@ def _provider(
     if not raw_instances and not provider_type.built_in:
         loaded.error(path, f"provider {name!r} (type {kind}) needs at least one instance")
         return None
+    pool_proxy = _proxy(loaded, spec.get("proxy"), (*path, "proxy"))
     instances = []
     for index, raw in enumerate(raw_instances):
         instance_path = (*path, "instances", index)
         if loaded.usable(instance_path):
-            instance = _instance(ctx, loaded, name, kind, raw, instance_path, spec.get("proxy"))
+            instance = _instance(ctx, loaded, name, kind, raw, instance_path, pool_proxy)
             instances.append(instance)
     health = spec.get("health") or {}
     timeout = spec.get("timeout")
@@ -99,6 +102,7 @@ def _provider(
         first_token_timeout=parse_duration(first_token) if first_token is not None else None,
         options=MappingProxyType(dict(spec.get("options") or {})),
         built_in=provider_type.built_in,
+        pricing=_pricing(loaded, spec.get("pricing") or {}, (*path, "pricing")),
     )
 
 
@@ -175,7 +179,7 @@ def _instance(
 
     models = _globs(loaded, raw.get("models") or (), (*path, "models"))
     excluded = _globs(loaded, raw.get("exclude_models") or (), (*path, "exclude_models"))
-    proxy = raw.get("proxy", pool_proxy)
+    proxy = _proxy(loaded, raw["proxy"], (*path, "proxy")) if "proxy" in raw else pool_proxy
     if "proxy" not in raw:
         ctx.written.inherit(loaded.name, (*path, "proxy"), (*path[:2], "proxy"))
     headers = {k: text(v) for k, v in (raw.get("headers") or {}).items()}
@@ -194,13 +198,50 @@ def _instance(
     )
 
 
-def _globs(loaded: LoadedFile, patterns: Iterable[str], path: DataPath) -> list[re.Pattern[str]]:
+def _proxy(loaded: LoadedFile, value: Any, path: DataPath) -> str | bool | None:
+    """true/false, also as the strings an environment variable gives in a quoted scalar
+    (`"${USE_SYSTEM_PROXY_OPENAI:-true}"`), or a proxy URL. Anything else is an error
+    rather than a proxy named "false"."""
+    if not isinstance(value, str):
+        return value
+    flag = value.strip().lower()
+    if flag in ("true", "false"):
+        return flag == "true"
+    if not _PROXY_URL.match(value):
+        expected = "expected true, false or a proxy URL (http://host:port)"
+        loaded.error(path, f"{display_path(path)}: {expected}, got {value!r}")
+        return None
+    return value
+
+
+def _pricing(loaded: LoadedFile, raw: dict[str, Any], path: DataPath) -> tuple[Price, ...]:
+    prices = []
+    for pattern, spec in raw.items():
+        globs = _globs(loaded, [pattern], (*path, pattern), key=True)
+        if not globs:
+            continue
+        glob = globs[0]
+        prices.append(
+            Price(
+                model=pattern,
+                input=float(spec["input"]),
+                output=float(spec["output"]),
+                cached_input=float(spec["cached_input"]) if "cached_input" in spec else None,
+                matches=lambda model, glob=glob: glob.match(model) is not None,
+            )
+        )
+    return tuple(prices)
+
+
+def _globs(
+    loaded: LoadedFile, patterns: Iterable[str], path: DataPath, key: bool = False
+) -> list[re.Pattern[str]]:
     compiled = []
     for index, pattern in enumerate(patterns):
         problem = glob_problem(pattern)
         if problem:
-            at = (*path, index)
-            loaded.error(at, f"{display_path(at)}: bad glob {pattern!r}: {problem}")
+            at = path if key else (*path, index)
+            loaded.error(at, f"{display_path(at)}: bad glob {pattern!r}: {problem}", key=key)
             continue
         compiled.append(compile_glob(pattern))
     return compiled

@@ -2,9 +2,16 @@
 
 Rules, first that applies wins:
 1. The last message carries tool results -> text "tool results: <name>=<content>; ...".
-2. Tools are offered, tool_choice is not "none", and either tool_choice forces a tool or
-   the last user text names one or more tools -> calls to those tools (in the order named,
-   in parallel), with arguments sampled from each tool's JSON schema.
+2. Tools are offered, tool_choice is not "none", and either tool_choice forces a tool
+   ("required" with none named: the first) or the last user text names one or more tools
+   -> calls to those tools, in the order named, in parallel. The text names a tool by its
+   name or by the last word of it (get_weather, getWeather -> "weather"), as a whole
+   word in any case. Each tool is called once per proper name in the text (a run of
+   capitalised words that does not open a sentence: "What is the weather in Tokyo and
+   New York?" -> Tokyo, New York), or once when there is none. Arguments are sampled
+   from the tool's JSON schema, strings hinted by that name (else by the whole text):
+   get_weather {"location": "Tokyo"}, get_weather {"location": "New York"}; identical
+   calls are made once. parallel_tool_calls false keeps the first call only.
 3. Structured output is requested -> a JSON document that satisfies the schema
    (`{"echo": <text>}` for plain JSON mode).
 4. Otherwise -> "echo: <last user text>", plus " [N image(s)]" when images were sent.
@@ -27,6 +34,11 @@ from router.tokens import estimate_parts_tokens, estimate_request_tokens
 
 THINKING_TEXT = "Echoing the last user message."
 _WORDS = re.compile(r"\S+\s*|\s+")
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")  # get_weather, getWeather, HTTPGet
+# a sentence end, a run of capitalised words (Tokyo, New York), or any other word
+_SENTENCE_TOKENS = re.compile(
+    r"(?P<end>[.!?:;\n])|(?P<name>[A-Z][\w'-]+(?:[ \t]+[A-Z][\w'-]+)*)|\w+"
+)
 
 
 class EchoAdapter(IRAdapter):
@@ -108,27 +120,49 @@ def _tool_calls(request: ir.Request, text: str) -> list[ir.ToolCall]:
     if choice.mode == "tool" and choice.name in by_name:
         chosen = [by_name[choice.name]]
     else:
-        named = sorted(
-            (text.find(name), name)
-            for name in by_name
-            if re.search(rf"\b{re.escape(name)}\b", text)
-        )
-        chosen = [by_name[name] for _, name in named]
+        chosen = _named_tools(request.tools, text)
         if not chosen and choice.mode == "required":
             chosen = [request.tools[0]]
-        if request.parallel_tool_calls is False:
-            chosen = chosen[:1]
+    hints = _proper_names(text) or [text]
+    # dict: a call whose arguments do not take the hint is made once
+    calls = dict.fromkeys((tool.name, _arguments(tool, hint)) for tool in chosen for hint in hints)
+    if request.parallel_tool_calls is False:
+        calls = dict.fromkeys(list(calls)[:1])
     seed = secrets.token_hex(8)  # a new id per call: clients match results to calls by it
     return [
-        ir.ToolCall(
-            id=f"call_{seed}_{index}",
-            name=tool.name,
-            arguments=msgspec.json.encode(
-                sample_for_schema(tool.parameters or {}, hint=text)
-            ).decode(),
-        )
-        for index, tool in enumerate(chosen)
+        ir.ToolCall(id=f"call_{seed}_{index}", name=name, arguments=arguments)
+        for index, (name, arguments) in enumerate(calls)
     ]
+
+
+def _arguments(tool: ir.Tool, hint: str) -> str:
+    """A JSON object, even for a tool that declares no parameters."""
+    sample = sample_for_schema(tool.parameters or {"type": "object"}, hint=hint)
+    return msgspec.json.encode(sample if isinstance(sample, dict) else {}).decode()
+
+
+def _named_tools(tools: list[ir.Tool], text: str) -> list[ir.Tool]:
+    """The tools the text names, in the order of their first mention."""
+    found = []
+    for tool in tools:
+        last_word = _NAME_WORDS.findall(tool.name)[-1:]
+        names = "|".join(re.escape(name) for name in {tool.name, *last_word})
+        match = re.search(rf"\b(?:{names})\b", text, re.IGNORECASE)
+        if match:
+            found.append((match.start(), tool))
+    return [tool for _, tool in sorted(found, key=lambda pair: pair[0])]
+
+
+def _proper_names(text: str) -> list[str]:
+    """Runs of capitalised words that do not open a sentence, each once, in text order."""
+    names: list[str] = []
+    opening = True
+    for match in _SENTENCE_TOKENS.finditer(text):
+        name = match.group("name")
+        if name and not opening and name not in names:
+            names.append(name)
+        opening = match.group("end") is not None
+    return names
 
 
 def response_events(response: ir.Response) -> list[ir.Event]:

@@ -165,16 +165,19 @@ class _Run:
             health.release()
             raise
         self._note(provider, instance, prepared, started)
-        trace = self.inbound.trace
-        if trace is not None and trace.exchange is not None:
-            trace.exchange.upstream = prepared.body
         reply.headers.update(self.headers())
-        if prepared.dropped:
-            dropped = sorted(set(prepared.dropped))
+        dropped = sorted(set(prepared.dropped))
+        if dropped:
             reply.headers["x-router-dropped"] = ",".join(dropped)
-            if self.inbound.trace is not None:
-                self.inbound.trace.dropped = tuple(dropped)
+        self._answered(prepared, dropped)
         return reply
+
+    def _answered(self, prepared: Prepared, dropped: list[str]) -> None:
+        trace = self.inbound.trace
+        if trace is not None:
+            trace.dropped = tuple(dropped)
+            if trace.exchange is not None:
+                trace.exchange.upstream = prepared.body
 
     def _call(self, provider: Provider, instance: Instance, prepared: Prepared) -> Call:
         return Call(
