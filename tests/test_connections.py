@@ -85,7 +85,7 @@ def run(coroutine: Awaitable[None]) -> None:
 
 
 async def post(url: str, headers: dict[str, str] | None = None, connect: float = 5.0):
-    pool = connections.pool_for(http._tls_context())
+    pool = connections.pool_for(http.tls_context())
     return await pool.post(url, headers or {"content-type": "application/json"}, b"{}", connect)
 
 

@@ -19,7 +19,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as gtypes
 
 from tests.fakes import FakeProxy, FakeUpstream, spawn_process
-from tests.fakes.replies import sample_from_schema
+from tests.fakes.replies import huge_text, sample_from_schema
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -134,7 +134,7 @@ def test_chat_plain_and_usage(fake: FakeUpstream) -> None:
 
 def test_chat_stream_helper_with_usage_and_reasoning(fake: FakeUpstream) -> None:
     with oai(fake).chat.completions.stream(
-        model="gpt-4o",
+        model="gpt-5",  # a reasoning model: gpt-4o refuses reasoning_effort, as OpenAI does
         messages=[{"role": "user", "content": "stream me"}],
         stream_options={"include_usage": True},
         reasoning_effort="low",
@@ -687,6 +687,66 @@ def test_responses_stream_error_event(fake: FakeUpstream) -> None:
     with pytest.raises(RuntimeError, match=r"response\.completed"):
         final_response(oai(fake), model="gpt-5", input="x")
     assert fake.last_request()["events_sent"] == 3  # created, in_progress, failed
+
+
+def post_chat(fake: FakeUpstream, stream: bool, timeout: float = 5.0) -> httpx.Response:
+    return httpx.post(
+        fake.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {KEY}"},
+        json={"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "x"}]},
+        timeout=timeout,
+    )
+
+
+def test_script_broken_answers(fake: FakeUpstream) -> None:
+    fake.script({"malformed_json": True})
+    r = post_chat(fake, stream=False)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    with pytest.raises(json.JSONDecodeError):
+        r.json()
+    fake.script({"malformed_sse": True})
+    r = post_chat(fake, stream=False)
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert json.loads(r.text.removeprefix("data: "))["object"] == "chat.completion"
+    fake.script({"cut_chunked": 0})
+    with pytest.raises(httpx.RemoteProtocolError):
+        post_chat(fake, stream=False)
+    fake.script({"stall_after": 0, "stall": 30})
+    with pytest.raises(httpx.ReadTimeout):
+        post_chat(fake, stream=False, timeout=0.5)
+    fake.wait_for(lambda log: log[-1]["disconnected"])
+
+
+def test_script_broken_streams(fake: FakeUpstream) -> None:
+    fake.script({"malformed_json": True})
+    lines = [line for line in post_chat(fake, stream=True).text.split("\n") if line]
+    assert lines and all(line.startswith("data: ") for line in lines)
+    for line in lines[:-1]:  # the [DONE] marker is not an event
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line[6:])
+    fake.script({"malformed_sse": True})
+    body = post_chat(fake, stream=True).content
+    assert b"data:" not in body.replace(b"data: [DONE]", b"") and b"\xff" in body
+    fake.script({"no_final": True})
+    events = post_chat(fake, stream=True).text.split("\n\n")
+    assert "[DONE]" not in events[-2] and '"finish_reason":"stop"' not in "".join(events)
+    fake.script({"cut_chunked": 1})
+    with pytest.raises(httpx.RemoteProtocolError):
+        post_chat(fake, stream=True)
+    assert fake.last_request()["events_sent"] == 1
+    fake.script({"stall_after": 1, "stall": 0.5})
+    start = time.monotonic()
+    assert post_chat(fake, stream=True).text.endswith("data: [DONE]\n\n")
+    assert time.monotonic() - start >= 0.5
+
+
+def test_script_huge_reply(fake: FakeUpstream) -> None:
+    fake.script({"huge": 1_000_000})
+    completion = oai(fake).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].message.content == huge_text(1_000_000)
+    assert huge_text(25) == "000000000 000000001 00000"
 
 
 def test_client_disconnect_is_logged(fake: FakeUpstream) -> None:

@@ -1240,12 +1240,18 @@ def test_stream_decoder_thought_signatures_split_blocks() -> None:
         ([chunk({"text": "x"}, finish="MAX_TOKENS")], "length"),
         ([chunk({"text": "x"}), chunk(finish="SAFETY")], "content_filter"),
         ([{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}], "content_filter"),
-        ([chunk({"text": "x"})], "stop"),  # EOF after content without finishReason
     ],
 )
 def test_stream_decoder_finish(chunks: list[dict], finish: str) -> None:
     events = decode_all(sse(*chunks))
     assert isinstance(events[-1], ir.Finish) and events[-1].reason == finish
+
+
+def test_stream_decoder_a_stream_cut_before_its_finish_reason_is_an_error() -> None:
+    """Every Gemini stream ends with a finishReason (gemini-cli itself refuses one
+    without: NO_FINISH_REASON); EOF after content without one is a cut stream."""
+    events = decode_all(sse(chunk({"text": "x"})))
+    assert isinstance(events[-1], ir.Error) and events[-1].status == 502
 
 
 def test_stream_decoder_errors() -> None:

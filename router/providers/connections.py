@@ -96,6 +96,8 @@ class _Connection(asyncio.Protocol):
     """One connection; carries one exchange at a time. httptools calls the on_* methods
     from inside feed_data."""
 
+    opened = 0  # connections of this process whose transport is open (open_connections)
+
     def __init__(self, pool: _OriginPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
@@ -123,6 +125,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        _Connection.opened += 1
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -136,6 +139,7 @@ class _Connection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        _Connection.opened -= 1
         self.lost = True
         if self.complete:
             return
@@ -436,6 +440,17 @@ def pool_for(context: ssl.SSLContext) -> Pool:
             del _pools[other]
         pool = _pools[loop] = Pool(context)
     return pool
+
+
+def open_connections() -> int:
+    """Upstream connections of this process's pools that are open, idle or in use."""
+    return _Connection.opened
+
+
+def idle_connections() -> int:
+    """Connections waiting in this process's pools for reuse (some may have been closed
+    by their upstream since: they are dropped when next taken)."""
+    return sum(len(origin.idle) for pool in _pools.values() for origin in pool._origins.values())
 
 
 def close_all() -> None:

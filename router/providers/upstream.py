@@ -321,6 +321,13 @@ async def _prime_wire_stream(
         await response.aclose()
         message = f"upstream stream failed: {type(exc).__name__}: {exc}"
         raise AttemptFailed(ir.Error(502, "bad_gateway", message), True) from None
+    except AttemptFailed:
+        await response.aclose()
+        raise
+    except Exception as exc:  # the decoder could not read it: bytes that are not UTF-8...
+        await response.aclose()
+        message = f"upstream sent an unreadable stream: {type(exc).__name__}: {exc}"
+        raise AttemptFailed(ir.Error(502, "bad_gateway", message), True) from None
     except BaseException:
         await response.aclose()
         raise

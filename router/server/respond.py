@@ -75,7 +75,7 @@ def _answer_body(
     has_response_steps = pipeline is not None and bool(pipeline.response)
     if prepared.passthrough:  # the upstream speaks the client's protocol
         # a 2xx that is not a JSON object is the upstream's fault
-        document: dict[str, Any] = decode_json(answer.body)
+        document: dict[str, Any] = _not_an_error(decode_json(answer.body), provider, answer)
         _note_usage(inbound, module_for(inbound.protocol).usage_of(document))
         if not has_response_steps:
             return answer.body
@@ -83,7 +83,9 @@ def _answer_body(
         response = answer.response
         if response is None:  # a wire answer
             upstream = module_for(provider.protocol)
-            response = upstream.parse_response(decode_json(answer.body))
+            response = upstream.parse_response(
+                _not_an_error(decode_json(answer.body), provider, answer)
+            )
             if upstream.SIGNS_TOOL_CALLS:
                 signatures.remember_response(response)
         _note_usage(inbound, response.usage)
@@ -93,6 +95,17 @@ def _answer_body(
         assert pipeline is not None
         document = pipeline.run("response", document, context(inbound))
     return _encode(document)
+
+
+def _not_an_error(document: dict[str, Any], provider: Provider, answer: Answer) -> dict[str, Any]:
+    """A 2xx whose body is an error in the upstream's protocol (every protocol puts an
+    object under `error`; a Responses answer has `"error": null`) is a failed attempt, as
+    some proxies answer: never an answer to pass on as if it were one."""
+    if not isinstance(document.get("error"), dict):
+        return document
+    error = module_for(provider.protocol).parse_error(502, answer.body)
+    message = f"upstream answered {answer.status} with an error: {error.message}"
+    raise AttemptFailed(ir.Error(502, "bad_gateway", message), True)
 
 
 class _Framer:

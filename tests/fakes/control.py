@@ -30,6 +30,15 @@ BEHAVIOURS = {
     "chunk_size",  # split the stream's bytes into HTTP chunks of this many bytes
     "reply",  # replace the reply text (still rendered in the protocol's format)
     "sse",  # stream exactly these events: strings (raw) or {"event"?, "data"}
+    "malformed_json",  # 200 whose JSON is broken (stream: every event's JSON)
+    "malformed_sse",  # stream: data lines without their field name, and bytes that are
+    # not UTF-8; non-stream: an event stream where JSON was asked for
+    "no_final",  # stream: every event but the last (and no [DONE]), then a clean end
+    "huge",  # the reply text is this many characters (replies.huge_text)
+    "cut_chunked",  # N whole events (non-stream: none), then half of the next HTTP
+    # chunk, then close
+    "stall_after",  # N events (non-stream: half the body), then wait "stall" seconds
+    "stall",  # how long "stall_after" waits (default 60; ends early if the client leaves)
     "times",  # apply this behaviour to this many matching requests (default 1)
 }
 

@@ -239,6 +239,16 @@ class Connection:
         await self._write(self._head(status, hdrs) + body[: len(body) // 2])
         self.close()
 
+    async def start_body(
+        self, status: int, length: int, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        """The head of a body of `length` bytes; its bytes follow with `send_raw`."""
+        hdrs = {"content-type": content_type, "content-length": str(length), **(headers or {})}
+        await self._write(self._head(status, hdrs))
+
+    async def send_raw(self, data: bytes) -> None:
+        await self._write(data)
+
     async def start_chunked(
         self, status: int, content_type: str, headers: dict[str, str] | None = None
     ) -> None:
@@ -256,6 +266,12 @@ class Connection:
 
     async def end_chunked(self) -> None:
         await self._write(b"0\r\n\r\n")
+
+    async def send_cut_chunk(self, data: bytes) -> None:
+        """Announce a chunk of `data`, send half of it, then close: a chunked body cut in
+        the middle of a chunk."""
+        await self._write(f"{len(data):x}\r\n".encode() + data[: len(data) // 2])
+        self.close()
 
     def close(self) -> None:
         """Close gracefully (FIN) without finishing whatever was in flight."""

@@ -25,6 +25,7 @@ Conventions (what tests can rely on):
   - "use cache":     half the input tokens are reported as cached
   - stop sequences:  the text is cut before the first stop sequence it contains
   - max tokens:      a text longer than the limit is cut, finish reason "length"
+  - "huge" (script): text = huge_text(N), N characters of numbered blocks
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 STRING_FORMATS = {
@@ -73,6 +75,14 @@ def short_hash(*parts: Any, n: int = 24) -> str:
         h.update(part if isinstance(part, bytes) else str(part).encode())
         h.update(b"\0")
     return h.hexdigest()[:n]
+
+
+@lru_cache(maxsize=2)
+def huge_text(size: int) -> str:
+    """`size` characters of numbered 10-character blocks ("000000000 000000001 ..."), so
+    a lost, doubled or reordered piece shows."""
+    blocks = (size + 9) // 10
+    return "".join([f"{i:09d} " for i in range(blocks)])[:size]
 
 
 def split_text(text: str, pieces: int = 4) -> list[str]:
@@ -346,6 +356,8 @@ def make_reply(conv: Conversation, id_prefix: str, override: dict[str, Any] | No
             call_id = f"{id_prefix}{short_hash(conv.seed, i, name)}"
             reply.tool_calls.append(ToolCall(id=call_id, name=name, arguments=args))
         reply.finish = "tool_calls"
+    elif "huge" in override:
+        reply.text = huge_text(int(override["huge"]))
     elif "reply" in override:
         reply.text = str(override["reply"])
     elif conv.schema is not None:

@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from .http import Connection, PeerGone, Request, start_server
 from .openai_chat import OpenAIChat
 from .openai_responses import OpenAIResponses
 from .replies import InvalidRequest, make_reply, short_hash
-from .wire import Context, Event, JsonArray, Wire, default_message, dumps
+from .wire import Context, Event, Framing, JsonArray, Wire, default_message, dumps
 
 DEFAULT_MODELS = [
     "gpt-4o",
@@ -42,6 +43,18 @@ DEFAULT_MODELS = [
 ]
 GEMINI_PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
 CODE_ASSIST_PATH = re.compile(r"^/v1internal:([A-Za-z]+)$")
+JSON_TYPE = "application/json; charset=utf-8"
+SSE_TYPE = "text/event-stream; charset=utf-8"
+# scripted ways to break a non-stream 200 (FakeUpstream.send_broken_answer)
+BROKEN_ANSWERS = {
+    "malformed_json",
+    "malformed_sse",
+    "cut_chunked",
+    "stall_after",
+    "cut_after",
+    "reset_after",
+}
+DEFAULT_STALL = 60.0
 
 CHAT, RESPONSES, ANTHROPIC, GEMINI = OpenAIChat(), OpenAIResponses(), Anthropic(), Gemini()
 
@@ -231,11 +244,11 @@ class FakeUpstream:
             )
         else:
             payload = wire.render(reply, conv, ctx)
-            if behaviour.get("cut_after") is not None or behaviour.get("reset_after") is not None:
+            if broken_answer(behaviour):
                 entry["status"] = 200
-                await conn.send_partial(200, dumps(payload).encode(), "application/json", headers)
-                if behaviour.get("reset_after") is not None:
-                    conn.reset()
+                await self.send_broken_answer(
+                    conn, entry, dumps(payload).encode(), behaviour, headers
+                )
                 return
             await self.reply(conn, entry, 200, payload, headers)
 
@@ -336,6 +349,33 @@ class FakeUpstream:
             await conn.send_json(status, body, headers)
         entry["completed"] = True
 
+    async def send_broken_answer(
+        self, conn: Connection, entry: dict, body: bytes, behaviour: dict, headers: dict[str, str]
+    ) -> None:
+        """A non-stream 200 broken the scripted way (BROKEN_ANSWERS)."""
+        if behaviour.get("malformed_json"):
+            await conn.send(200, broken_json(body), JSON_TYPE, headers)
+        elif behaviour.get("malformed_sse"):
+            await conn.send(200, b"data: " + body + b"\n\n", SSE_TYPE, headers)
+        elif behaviour.get("cut_chunked") is not None:
+            await conn.start_chunked(200, JSON_TYPE, headers)
+            await conn.send_cut_chunk(body)
+            return
+        elif behaviour.get("stall_after") is not None:
+            half = len(body) // 2
+            await conn.start_body(200, len(body), JSON_TYPE, headers)
+            await conn.send_raw(body[:half])
+            if not await conn.sleep(float(behaviour.get("stall", DEFAULT_STALL))):
+                entry["disconnected"] = True
+                return
+            await conn.send_raw(body[half:])
+        else:  # cut_after / reset_after: half the announced body, then FIN or RST
+            await conn.send_partial(200, body, JSON_TYPE, headers)
+            if behaviour.get("reset_after") is not None:
+                conn.reset()
+            return
+        entry["completed"] = True
+
     async def _write_chunk(self, conn: Connection, data: bytes, chunk_size: int | None) -> None:
         if not chunk_size:
             await conn.send_chunk(data)
@@ -405,6 +445,11 @@ class FakeUpstream:
         cut = behaviour.get("cut_after")
         rst = behaviour.get("reset_after")
         err = behaviour.get("error_after")
+        cut_chunked = behaviour.get("cut_chunked")
+        stall_at = behaviour.get("stall_after")
+        encode = event_encoder(framing, behaviour)
+        if behaviour.get("no_final"):
+            events = events[:-1]
         for i, event in enumerate(events):
             if cut is not None and i >= int(cut):
                 conn.close()
@@ -415,10 +460,16 @@ class FakeUpstream:
             if err is not None and i >= int(err):
                 await error_and_end(i)
                 return
-            if i and delay and not await conn.sleep(delay):
+            if cut_chunked is not None and i >= int(cut_chunked):
+                await conn.send_cut_chunk(encode(event, i))
+                return
+            pause = delay if i else 0.0
+            if stall_at is not None and i == int(stall_at):
+                pause = float(behaviour.get("stall", DEFAULT_STALL))
+            if pause and not await conn.sleep(pause):
                 entry["disconnected"] = True
                 return
-            await self._write_chunk(conn, framing.event(event, i), chunk_size)
+            await self._write_chunk(conn, encode(event, i), chunk_size)
             entry["events_sent"] = i + 1
         if cut is not None:
             conn.close()
@@ -426,9 +477,37 @@ class FakeUpstream:
         if rst is not None:
             conn.reset()
             return
-        await self._write_chunk(conn, framing.end(), chunk_size)
+        if not behaviour.get("no_final") or isinstance(framing, JsonArray):
+            await self._write_chunk(conn, framing.end(), chunk_size)
         await conn.end_chunked()
         entry["completed"] = True
+
+
+def broken_answer(behaviour: dict) -> bool:
+    """Whether a non-stream 200 is scripted to break (a count of 0 counts; False not)."""
+    return any(
+        behaviour.get(key) is not None and behaviour.get(key) is not False for key in BROKEN_ANSWERS
+    )
+
+
+def broken_json(data: bytes) -> bytes:
+    """`data` without the last closing brace of its JSON: no longer JSON."""
+    end = data.rfind(b"}")
+    return data[:end] + data[end + 1 :] if end >= 0 else data + b"{"
+
+
+def not_sse(data: Any) -> bytes:
+    """One event's data without the `data:` field name, then a line that is not UTF-8."""
+    return dumps(data).encode() + b"\n\xff\xfe\x80 not utf-8\n\n"
+
+
+def event_encoder(framing: Framing, behaviour: dict) -> Callable[[Event, int], bytes]:
+    """How each stream event goes on the wire: the framing's way, or broken as scripted."""
+    if behaviour.get("malformed_json"):
+        return lambda event, i: broken_json(framing.event(event, i))
+    if behaviour.get("malformed_sse"):
+        return lambda event, i: not_sse(event.data)
+    return framing.event
 
 
 def load_code_assist() -> dict[str, Any]:

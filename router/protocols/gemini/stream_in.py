@@ -95,6 +95,8 @@ class StreamDecoder:
         if not self._ended:
             if self._finish is None and not self._saw_content:
                 self._end(ir.Error(502, "bad_gateway", "upstream stream ended without content"))
+            elif self._finish is None:  # cut short: every Gemini stream ends with one
+                self._end(ir.Error(502, "bad_gateway", "upstream stream ended early"))
             else:
                 self._ensure_started({})
                 reason = self._finish or "stop"

@@ -1,0 +1,83 @@
+"""`GET /api/system`: what the worker that answers holds (admin key required). Health is
+per worker, and so are these figures: tasks, file descriptors, upstream connections and
+memory, to tell a leak from a worker that is merely busy."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from router.cli import version
+from router.protocols import ir
+from router.protocols.paths import DEFAULT_PROTOCOL
+from router.providers import connections
+from router.server.errors import error_response
+from router.server.management import admin_plan
+
+_encode = msgspec.json.Encoder().encode
+_IMPORTED = time.monotonic()  # the fallback start time where /proc is not there
+_PROC = Path("/proc/self")
+
+
+def uptime_seconds() -> float:
+    """Seconds since this process started (Linux: from /proc; else since this module was
+    imported, which a worker does as it starts)."""
+    try:
+        # field 22 of /proc/self/stat, counted after the ")" that ends the command name
+        fields = (_PROC / "stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, since_boot - started)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+def open_fds() -> int | None:
+    try:
+        return len(os.listdir(_PROC / "fd"))
+    except OSError:
+        return None
+
+
+def rss_bytes() -> int | None:
+    """Resident memory now (the second field of /proc/self/statm, in pages)."""
+    try:
+        pages = int((_PROC / "statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def system_document() -> dict[str, Any]:
+    """Figures of this process; call it on the worker's event loop (tasks are counted on
+    the running loop)."""
+    return {
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "version": version(),
+        "uptime_s": round(uptime_seconds(), 3),
+        "tasks": len(asyncio.all_tasks()),
+        "open_fds": open_fds(),
+        "connections": connections.open_connections(),
+        "idle_connections": connections.idle_connections(),
+        "rss_bytes": rss_bytes(),
+    }
+
+
+@get("/api/system")
+async def system(request: Request) -> Response:
+    try:
+        admin_plan(request)
+    except ir.Error as error:
+        return error_response(DEFAULT_PROTOCOL, error)
+    return Response(_encode(system_document()), media_type="application/json")
+
+
+ROUTES = [system]
