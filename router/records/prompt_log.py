@@ -4,7 +4,8 @@ the record's id, the client's request body, the body sent upstream, and the answ
 stream assembled into its text, reasoning and tool calls).
 
 Secrets never reach it: no headers but an allow-list, `data:` URLs and base64 blobs
-replaced by `<media type, N bytes>`, values of secret-looking keys `***`, every entry
+replaced by `<media type, N bytes>`, values of secret-looking keys `***` (inside JSON
+written as a string too, as tool-call arguments are), every entry
 cut at 64 KiB (saying so when cut). The file rotates when it passes 100 MiB, keeping 3
 older ones; a file moved away by logrotate is reopened at the next batch."""
 
@@ -49,6 +50,13 @@ def redact(value: Any, key: str = "") -> Any:
 
 
 def _redact_text(text: str) -> str:
+    if text.startswith("{") and text.endswith("}"):  # JSON in a string: tool arguments
+        try:
+            inner = _decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            inner = None
+        if isinstance(inner, dict):
+            return _encode(redact(inner)).decode()
     found = _DATA_URL.match(text)
     if found:
         media = found.group(1) or "data"
