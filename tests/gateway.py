@@ -52,7 +52,7 @@ class Gateway:
         self._log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
         self.log_path = Path(self._log.name)
         # operator state of its own, never the checkout's ./.router
-        self._state = tempfile.TemporaryDirectory(prefix="gateway-state-")  # noqa: SIM115
+        self._state = tempfile.TemporaryDirectory(prefix="gateway-state-")
         self.state_dir = Path(self._state.name)
         env = {"ROUTER_STATE_DIR": str(self.state_dir), **(env or {})}
         self.process = subprocess.Popen(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from router.compiler.plan import Provider
 from router.compiler import provider_types
+from router.compiler.plan import Provider
 from router.compiler.provider_types import PROVIDER_TYPES, ProviderType
 from router.config.bundled import SCHEMAS
 from router.protocols import ir
