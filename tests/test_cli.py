@@ -148,9 +148,7 @@ def test_module_entry_points_and_help() -> None:
             assert command in done.stdout
 
 
-def test_serve_delegates_to_the_server(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_serve_delegates_to_the_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls = []
     fake = types.ModuleType("router.server.serve")
 

@@ -29,7 +29,7 @@ from router.protocols import ir, module_for
 from router.providers.base import CountCall, WireAdapter
 from router.providers.registry import adapter_for
 from router.server.images import inline_image_urls
-from router.server.translate import Inbound
+from router.server.translate import Inbound, forwarded_headers
 from router.tokens import estimate_request_tokens
 
 log = logging.getLogger("router.counting")
@@ -53,6 +53,7 @@ async def count_tokens(plan: Plan, inbound: Inbound) -> Count:
         raise ir.Error(404, "not_found", f"{inbound.protocol} has no token-count endpoint")
     request = counting.parse_request(inbound.body)
     request.model = model
+    forwarded_headers(inbound)  # an upstream count passes them on: printable ASCII only
     adapter = adapter_for(provider)
     if isinstance(adapter, WireAdapter) and adapter.counts_tokens:
         if not module_for(provider.protocol).ACCEPTS_IMAGE_URLS:

@@ -114,6 +114,7 @@ def main(config_dir: str, host: str, port: int, workers: int, state_dir: str | N
 
     runtime = tempfile.mkdtemp(prefix="router-")
     os.environ["ROUTER_CONFIG_DIR"] = config_dir
+    os.environ["ROUTER_WORKERS"] = str(workers)
     os.environ["ROUTER_RUNTIME_DIR"] = runtime
     share_state(runtime, state_dir)
     server = Granian(

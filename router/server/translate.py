@@ -114,15 +114,25 @@ def _upstream_stage(
     return pipeline.run("upstream", body, context(inbound))
 
 
+def forwarded_headers(inbound: Inbound) -> dict[str, str]:
+    """The client headers its protocol passes on to an upstream speaking it too
+    (anthropic-version, anthropic-beta). 400 for one that is no printable ASCII: an
+    HTTP client upstream could not send it."""
+    headers: dict[str, str] = {}
+    for name in module_for(inbound.protocol).FORWARDED_HEADERS:
+        value = inbound.headers.get(name)
+        if value is None:
+            continue
+        if not (value.isascii() and value.isprintable()):
+            raise ir.Error(400, "invalid_request", f"header {name} must be printable ASCII")
+        headers[name] = value
+    return headers
+
+
 def _upstream_headers(
     inbound: Inbound, provider: Provider, pipeline: Pipeline | None
 ) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if provider.protocol == inbound.protocol:
-        for name in module_for(inbound.protocol).FORWARDED_HEADERS:
-            value = inbound.headers.get(name)
-            if value is not None:
-                headers[name] = value
+    headers = forwarded_headers(inbound) if provider.protocol == inbound.protocol else {}
     if pipeline is not None and pipeline.headers:
         headers = pipeline.run("headers", headers, context(inbound))
     return headers

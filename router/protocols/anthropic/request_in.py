@@ -206,10 +206,13 @@ def _parse_tools(value: Any, req: ir.Request, body: dict[str, Any]) -> None:
         if not isinstance(name, str):
             raise _invalid("tools: each tool needs a name", "tools")
         schema = tool.get("input_schema")
+        description = tool.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _invalid("tools: a tool's description must be a string", "tools")
         req.tools.append(
             ir.Tool(
                 name=name,
-                description=tool.get("description"),
+                description=description,
                 parameters=schema if isinstance(schema, dict) else None,
                 strict=tool.get("strict"),
             )

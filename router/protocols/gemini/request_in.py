@@ -143,7 +143,9 @@ class _ContentReader:
         if _get(part, "functionResponse") is not None:
             return self._response(_get(part, "functionResponse"), index)
         if "text" in part:
-            text = part["text"] if isinstance(part["text"], str) else ""
+            text = part["text"] if part["text"] is not None else ""
+            if not isinstance(text, str):  # the API refuses it; dropping it would be silent
+                raise _invalid(f"contents[{index}]: a part's `text` must be a string")
             if part.get("thought") is True:
                 return ir.Thinking(text=text, signature=signature, origin=NAME)
             return ir.Text(text, signature=signature)
@@ -184,7 +186,10 @@ class _ContentReader:
             call_id = self._answer(name)
         self.unanswered = [(n, i) for n, i in self.unanswered if i != call_id]
         content, is_error = _result_content(response.get("response"))
-        for extra in response.get("parts") or []:
+        extras = response.get("parts") or []
+        if not isinstance(extras, list):
+            raise _invalid(f"contents[{index}]: functionResponse.parts must be a list")
+        for extra in extras:
             inline = _get(extra, "inlineData") if isinstance(extra, dict) else None
             if isinstance(inline, dict):
                 media = _media_from_inline(inline, index)
@@ -245,6 +250,8 @@ def _parse_tools(tools: Any, req: ir.Request) -> list[ir.Tool]:
             if _camel(key) != "functionDeclarations":
                 req.dropped.append(f"tools.{_camel(key)}")
                 continue
+            if not isinstance(value or [], list):
+                raise _invalid("`functionDeclarations` must be a list")
             for declaration in value or []:
                 parsed.append(_parse_declaration(declaration))
     return parsed

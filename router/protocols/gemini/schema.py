@@ -169,7 +169,7 @@ class _Reducer:
             out.setdefault("type", "object")
             required = schema.get("required")
             if isinstance(required, list):
-                kept = [r for r in required if r in properties]
+                kept = [r for r in required if isinstance(r, str) and r in properties]
                 if kept:
                     out["required"] = kept
             if self.property_ordering:

@@ -258,9 +258,12 @@ def _parse_tools(value: Any, req: ir.Request, body: dict[str, Any]) -> None:
 
 def _tool(function: dict[str, Any]) -> ir.Tool:
     parameters = function.get("parameters")
+    description = function.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _invalid("a function's description must be a string", "tools")
     return ir.Tool(
         name=function["name"],
-        description=function.get("description"),
+        description=description,
         parameters=parameters if isinstance(parameters, dict) else None,
         strict=function.get("strict"),
     )
@@ -281,7 +284,8 @@ def _parse_tool_choice(value: Any, req: ir.Request, body: dict[str, Any]) -> Non
         return
     if isinstance(value, dict):
         if value.get("type") == "function":
-            name = (value.get("function") or {}).get("name")
+            function = value.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
             if isinstance(name, str):
                 req.tool_choice = ir.ToolChoice("tool", name)
                 return

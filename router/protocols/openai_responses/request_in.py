@@ -263,9 +263,12 @@ class _InputReader:
 
 
 def _thinking_from_item(item: dict[str, Any]) -> ir.Thinking:
-    texts = [s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict)]
+    summary, content = item.get("summary") or [], item.get("content") or []
+    if not isinstance(summary, list) or not isinstance(content, list):
+        raise _invalid("a reasoning item's `summary` and `content` must be arrays", "input")
+    texts = [s.get("text", "") for s in summary if isinstance(s, dict)]
     if not texts:
-        texts = [c.get("text", "") for c in item.get("content") or [] if isinstance(c, dict)]
+        texts = [c.get("text", "") for c in content if isinstance(c, dict)]
     text = "\n\n".join(t for t in texts if isinstance(t, str))
     encrypted = item.get("encrypted_content")
     signature, origin, redacted = unwrap_encrypted(encrypted)
@@ -358,7 +361,10 @@ def _parse_tool_choice(choice: Any, req: ir.Request) -> ir.ToolChoice | None:
 
 def _allowed_tools_choice(choice: dict[str, Any], req: ir.Request) -> ir.ToolChoice:
     """`allowed_tools` narrows the tool list itself: ir has no "subset" choice."""
-    names = [t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)]
+    tools = choice.get("tools") or []
+    if not isinstance(tools, list):
+        raise _invalid("tool_choice.tools must be an array", "tool_choice")
+    names = [t.get("name") for t in tools if isinstance(t, dict)]
     req.tools = [tool for tool in req.tools if tool.name in names]
     mode = "required" if choice.get("mode") == "required" else "auto"
     if mode == "required" and len(req.tools) == 1:
