@@ -23,7 +23,7 @@ from router.compiler.expressions import did_you_mean
 from router.compiler.layout import PIPELINES_DIR, PROVIDERS_FILE, ROUTES_FILE
 from router.compiler.matcher import MatchSpec, build_matcher
 from router.compiler.pipelines import compile_pipeline
-from router.compiler.plan import Plan, Route, Target
+from router.compiler.plan import Admin, Plan, Route, Target
 from router.compiler.providers import compile_providers
 from router.compiler.routes import compile_routes
 from router.config.diagnostics import Diagnostic, has_errors, promote_warnings, sort_diagnostics
@@ -131,6 +131,7 @@ def _compile(ctx: Context) -> Plan | None:
         direct=MappingProxyType({name: _single(f"provider:{name}", name) for name in pools}),
         default_route=_single("default", default),
         written=ctx.written,
+        admin=Admin(read_only=(data.get("admin") or {}).get("read_only", False)),
     )
     return replace(plan, generation=generation(plan))
 

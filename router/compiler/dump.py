@@ -127,7 +127,7 @@ def canonical(plan: Plan, collector: Collector | None = None) -> dict[str, Any]:
     c = collector or AsWritten(plan.written)
     texts = c.texts(ROUTES_FILE)
     providers = c.texts(PROVIDERS_FILE)
-    return {
+    out = {
         "default": texts.get(("default",), plan.default),
         "overrides": {
             "path_prefix": texts.get(("overrides", "path_prefix"), plan.path_prefix),
@@ -144,6 +144,9 @@ def canonical(plan: Plan, collector: Collector | None = None) -> dict[str, Any]:
         },
         "routes": [_route(r, c, texts, ("routes", i)) for i, r in enumerate(plan.routes)],
     }
+    if plan.admin.read_only:  # only when set: dumps of configs without it stay as they were
+        out["admin"] = {"read_only": True}
+    return out
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]

@@ -205,6 +205,13 @@ class Auth:
 
 
 @dataclass(frozen=True, slots=True)
+class Admin:
+    """`admin:` of routes.yaml."""
+
+    read_only: bool = False  # GitOps mode: the admin API never writes config files
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """Everything the server needs for one config generation. Immutable; a reload builds
     a new Plan and swaps it in, requests in flight keep the one they started with."""
@@ -222,6 +229,7 @@ class Plan:
     # synthetic single-target routes: provider name -> "provider:<name>"; "default"
     direct: Mapping[str, Route] = field(repr=False, compare=False, kw_only=True)
     default_route: Route = field(repr=False, compare=False, kw_only=True)
+    admin: Admin = field(default_factory=Admin, kw_only=True)
     # the `${...}` texts and values as written, for `router compile`; never used to serve
     written: Written = field(default_factory=Written, repr=False, compare=False, kw_only=True)
 

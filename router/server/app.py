@@ -10,6 +10,7 @@ import os
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
+from router.console import config_api, config_files_api, providers_api
 from router.protocols import ir
 from router.providers.http import close_all
 from router.records import metrics
@@ -75,6 +76,9 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
             *oauth_routes.ROUTES,
             *system.ROUTES,
             *records_routes.ROUTES,
+            *config_api.ROUTES,
+            *providers_api.ROUTES,
+            *config_files_api.ROUTES,
         ],
         on_startup=[start_watcher],
         on_shutdown=[shutdown],

@@ -1,0 +1,197 @@
+"""The console's read-only provider rows: `GET /api/providers[/{pool}]`,
+`GET /api/provider-models[/{pool}]` and `GET /api/service-mode`, under the admin key.
+
+`{pool}` is a pool name or, as in the seed, an adapter type meaning every pool of that
+type. Health is this worker's book (it is kept per worker: `worker` names the process that
+answered); usage is today's (UTC) from the state store's daily aggregates, null when the
+store is unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from router.compiler.dump import Collector
+from router.compiler.dump import _instance as dump_instance
+from router.compiler.plan import Instance, Plan, Provider
+from router.protocols import ir
+from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
+from router.providers.registry import advertised_models
+from router.records import usage
+from router.server.errors import error_response
+from router.server.management import _instance_view, _providers_named, admin_plan
+from router.server.records_routes import _read
+
+log = logging.getLogger("router.console")
+
+_encode = msgspec.json.Encoder().encode
+
+# usage of today: (pool, None) for the pool, (pool, instance) for one of its instances
+Usage = dict[tuple[str, str | None], dict[str, Any]]
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(_encode(document), status_code=status, media_type="application/json")
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def _usage_rows(connection: sqlite3.Connection, day: str) -> Usage:
+    found: Usage = {}
+    for row in usage.usage(connection, day, day, ("pool",))["rows"]:
+        found[(row.pop("pool") or "", None)] = row
+    for row in usage.usage(connection, day, day, ("pool", "instance"))["rows"]:
+        pool, instance = row.pop("pool") or "", row.pop("instance")
+        if instance:  # a built-in pool's records name no instance
+            found[(pool, instance)] = row
+    return found
+
+
+async def _usage_today(request: Request, day: str) -> Usage | None:
+    database = request.app.state.records.database
+    if database is None:
+        return None
+    try:
+        return await asyncio.to_thread(_read, database, lambda c: _usage_rows(c, day))
+    except sqlite3.Error as exc:
+        log.warning("usage of today unavailable: %s", exc)
+        return None
+
+
+def _empty_usage() -> dict[str, Any]:
+    return usage._counters((0,) * 12)
+
+
+def _usage_of(found: Usage | None, pool: str, instance: str | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return found.get((pool, instance)) or _empty_usage()
+
+
+def _why(reason: str, config_dir: str) -> str:
+    """One entry of Instance.unconfigured, in words."""
+    if reason.startswith("file:"):
+        path = reason.removeprefix("file:")
+        if os.path.isabs(path) and os.path.commonpath([path, config_dir]) == config_dir:
+            path = os.path.relpath(path, config_dir)
+        return f"credentials file {path} does not exist"
+    return f"environment variable {reason} is not set"
+
+
+def _instance(plan: Plan, provider: Provider, instance: Instance, found: Usage | None) -> Any:
+    view = _instance_view(provider, instance)
+    config = dump_instance(instance, plan.config_dir, Collector(), {}, ())
+    view["api_key"] = "***" if instance.api_key is not None else None
+    view["options"] = config["options"]
+    view["unconfigured"] = [_why(r, plan.config_dir) for r in instance.unconfigured]
+    view["usage_today"] = _usage_of(found, provider.name, instance.id)
+    return view
+
+
+def _pool(plan: Plan, provider: Provider, found: Usage | None) -> dict[str, Any]:
+    return {
+        "type": provider.type,
+        "protocol": provider.protocol,
+        "built_in": provider.built_in,
+        "models": list(advertised_models(provider)),
+        "available": provider.available,
+        "health_policy": {
+            "max_errors": provider.health.max_errors,
+            "recover_after": provider.health.recover_after,
+        },
+        "usage_today": _usage_of(found, provider.name, None),
+        "instances": [_instance(plan, provider, i, found) for i in provider.instances],
+    }
+
+
+async def _providers(request: Request, name: str | None) -> Response:
+    try:
+        plan = admin_plan(request)
+        pools = sorted(plan.providers.values(), key=lambda p: p.name)
+        if name is not None:
+            pools = _providers_named(plan, name)
+    except ir.Error as error:
+        return error_response(ADMIN_PROTOCOL, error)
+    day = _today()
+    found = await _usage_today(request, day)
+    document = {
+        "generation": plan.generation,
+        "worker": os.getpid(),  # health is this worker's
+        "time": time.time(),
+        "day": day,
+        "usage_available": found is not None,
+        "providers": {p.name: _pool(plan, p, found) for p in pools},
+    }
+    return _json(document)
+
+
+@get("/api/providers")
+async def providers(request: Request) -> Response:
+    """Every pool: type, protocol, models, availability, instances (config with secrets
+    `***`, configured or why not, health in this worker), today's usage."""
+    return await _providers(request, None)
+
+
+@get("/api/providers/{name:str}")
+async def providers_named(request: Request, name: str) -> Response:
+    """The pool `name`, or every pool of adapter type `name`; 404 for neither."""
+    return await _providers(request, name)
+
+
+def _models(request: Request, name: str | None) -> Response:
+    try:
+        plan = admin_plan(request)
+        pools = sorted(plan.providers.values(), key=lambda p: p.name)
+        if name is not None:
+            pools = _providers_named(plan, name)
+    except ir.Error as error:
+        return error_response(ADMIN_PROTOCOL, error)
+    return _json({p.name: list(advertised_models(p)) for p in pools})
+
+
+@get("/api/provider-models")
+async def provider_models(request: Request) -> Response:
+    """{pool: [models it advertises]}."""
+    return _models(request, None)
+
+
+@get("/api/provider-models/{name:str}")
+async def provider_models_named(request: Request, name: str) -> Response:
+    return _models(request, name)
+
+
+def worker_count() -> int:
+    """Granian workers of this server: `router serve` exports ROUTER_WORKERS."""
+    try:
+        return max(1, int(os.environ.get("ROUTER_WORKERS", "1")))
+    except ValueError:
+        return 1
+
+
+@get("/api/service-mode")
+async def service_mode(request: Request) -> Response:
+    try:
+        admin_plan(request)
+    except ir.Error as error:
+        return error_response(ADMIN_PROTOCOL, error)
+    workers = worker_count()
+    return _json({"mode": "workers" if workers > 1 else "standalone", "workers": workers})
+
+
+ROUTES = [
+    providers,
+    providers_named,
+    provider_models,
+    provider_models_named,
+    service_mode,
+]
