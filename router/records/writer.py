@@ -69,8 +69,14 @@ def retention_from_environment() -> float:
     return parse_duration(value) if value else DEFAULT_RETENTION
 
 
+_day: list[Any] = [-1, ""]  # the last day number formatted, and its text
+
+
 def utc_day(unix: float) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d")
+    day = int(unix // 86400)
+    if day != _day[0]:
+        _day[:] = [day, datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")]
+    return _day[1]
 
 
 class RecordStore(ThreadedSink):
