@@ -105,7 +105,7 @@ class AsWritten(Collector):
         return MASK if text is None else mask_literals(text, MASK)
 
     def url(self, value: str, text: str | None = None) -> str:
-        return redact_url(value) if text is None else _redact_literals(text)
+        return redact_url(value) if text is None else redact_literals(text)
 
     def masked(self, mapping: Mapping[str, Any], texts: Texts = _NONE, at: DataPath = ()) -> Any:
         out: dict[str, Any] = {}
@@ -228,7 +228,7 @@ def _put(out: dict[str, Any], key: str, texts: Texts, at: DataPath, value: Any) 
         out[key] = value
 
 
-def _redact_literals(url: str) -> str:
+def redact_literals(url: str) -> str:
     """A URL as written with `${...}` references, which are shown, less a password or a
     secret-looking query value written literally (as `redact_url` would hide them)."""
     scheme, sep, rest = url.partition("://")
@@ -297,7 +297,7 @@ def _provider(provider: Provider, config_dir: str, c: Collector, texts: Texts) -
     if provider.pricing:  # USD per million tokens, first match wins: in written order
         out["pricing"] = {price.model: _price(price) for price in provider.pricing}
     out["instances"] = [
-        _instance(instance, config_dir, c, texts, (*at, "instances", index))
+        instance_dump(instance, config_dir, c, texts, (*at, "instances", index))
         for index, instance in enumerate(provider.instances)
     ]
     return out
@@ -310,7 +310,7 @@ def _price(price: Price) -> dict[str, float]:
     return out
 
 
-def _instance(
+def instance_dump(
     instance: Instance, config_dir: str, c: Collector, texts: Texts, at: DataPath
 ) -> dict[str, Any]:
     out: dict[str, Any] = {

@@ -20,15 +20,15 @@ import msgspec
 from litestar import Request, Response, get
 
 from router.compiler.dump import Collector
-from router.compiler.dump import _instance as dump_instance
+from router.compiler.dump import instance_dump as dump_instance
 from router.compiler.plan import Instance, Plan, Provider
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.providers.registry import advertised_models
 from router.records import usage
 from router.server.errors import error_response
-from router.server.management import _instance_view, _providers_named, admin_plan
-from router.server.records_routes import _read
+from router.server.management import admin_plan, instance_view, providers_named
+from router.server.records_routes import read_store
 
 log = logging.getLogger("router.console")
 
@@ -62,14 +62,14 @@ async def _usage_today(request: Request, day: str) -> Usage | None:
     if database is None:
         return None
     try:
-        return await asyncio.to_thread(_read, database, lambda c: _usage_rows(c, day))
+        return await asyncio.to_thread(read_store, database, lambda c: _usage_rows(c, day))
     except sqlite3.Error as exc:
         log.warning("usage of today unavailable: %s", exc)
         return None
 
 
 def _empty_usage() -> dict[str, Any]:
-    return usage._counters((0,) * 12)
+    return usage.counters((0,) * 12)
 
 
 def _usage_of(found: Usage | None, pool: str, instance: str | None) -> dict[str, Any] | None:
@@ -89,7 +89,7 @@ def _why(reason: str, config_dir: str) -> str:
 
 
 def _instance(plan: Plan, provider: Provider, instance: Instance, found: Usage | None) -> Any:
-    view = _instance_view(provider, instance)
+    view = instance_view(provider, instance)
     config = dump_instance(instance, plan.config_dir, Collector(), {}, ())
     view["api_key"] = "***" if instance.api_key is not None else None
     view["options"] = config["options"]
@@ -119,7 +119,7 @@ async def _providers(request: Request, name: str | None) -> Response:
         plan = admin_plan(request)
         pools = sorted(plan.providers.values(), key=lambda p: p.name)
         if name is not None:
-            pools = _providers_named(plan, name)
+            pools = providers_named(plan, name)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     day = _today()
@@ -143,7 +143,7 @@ async def providers(request: Request) -> Response:
 
 
 @get("/api/providers/{name:str}")
-async def providers_named(request: Request, name: str) -> Response:
+async def pools_named(request: Request, name: str) -> Response:
     """The pool `name`, or every pool of adapter type `name`; 404 for neither."""
     return await _providers(request, name)
 
@@ -153,7 +153,7 @@ def _models(request: Request, name: str | None) -> Response:
         plan = admin_plan(request)
         pools = sorted(plan.providers.values(), key=lambda p: p.name)
         if name is not None:
-            pools = _providers_named(plan, name)
+            pools = providers_named(plan, name)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     return _json({p.name: list(advertised_models(p)) for p in pools})
@@ -190,7 +190,7 @@ async def service_mode(request: Request) -> Response:
 
 ROUTES = [
     providers,
-    providers_named,
+    pools_named,
     provider_models,
     provider_models_named,
     service_mode,

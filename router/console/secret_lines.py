@@ -16,7 +16,7 @@ import json
 import re
 
 from router.compiler.dump import MASK
-from router.compiler.dump import _redact_literals as redact_url_literals
+from router.compiler.dump import redact_literals as redact_url_literals
 from router.compiler.plan import SECRET_NAME
 from router.config.interpolate import mask_literals
 from router.console.secrets import secret_name

@@ -37,7 +37,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from router.compiler.dump import MASK
-from router.compiler.dump import _redact_literals as redact_url_literals
+from router.compiler.dump import redact_literals as redact_url_literals
 from router.compiler.layout import PIPELINES_DIR
 from router.compiler.plan import SECRET_NAME
 from router.config.interpolate import mask_literals

@@ -58,7 +58,7 @@ _SUMS = (
 )
 
 
-def _counters(values: tuple[Any, ...]) -> dict[str, Any]:
+def counters(values: tuple[Any, ...]) -> dict[str, Any]:
     (requests, e4, e5, cancelled, tin, tout, cached, reasoning, estimated, duration, ttfb, cost) = (
         v or 0 for v in values
     )
@@ -95,9 +95,9 @@ def usage(
         sql += f"ORDER BY {columns}"
         for values in connection.execute(sql, params):
             keys = {g: (values[i] or None) for i, g in enumerate(groups)}
-            rows.append({**keys, **_counters(values[len(groups) :])})
+            rows.append({**keys, **counters(values[len(groups) :])})
     total = connection.execute(f"SELECT {_SUMS} FROM usage_daily WHERE {where}", params).fetchone()
-    totals = _counters(total)
+    totals = counters(total)
     if not groups:
         rows.append(dict(totals))
     return {"from": first, "to": last, "group_by": list(groups), "rows": rows, "totals": totals}

@@ -49,7 +49,7 @@ async def health(request: Request) -> Response:
     return _json(document, 200 if plan is not None else 503)
 
 
-def _instance_view(provider: Provider, instance: Instance) -> dict[str, Any]:
+def instance_view(provider: Provider, instance: Instance) -> dict[str, Any]:
     state = HEALTH.of(provider.name, instance.id)
     secrets = _secrets(instance)
     last = state.last_error
@@ -105,7 +105,7 @@ def provider_health_document(plan: Plan) -> dict[str, Any]:
                 "max_errors": provider.health.max_errors,
                 "recover_after": provider.health.recover_after,
             },
-            "instances": [_instance_view(provider, i) for i in provider.instances],
+            "instances": [instance_view(provider, i) for i in provider.instances],
         }
     # health is kept per worker process: say which one answered
     return {
@@ -164,7 +164,7 @@ async def reload_config(request: Request) -> Response:
     )
 
 
-def _providers_named(plan: Plan, name: str) -> list[Provider]:
+def providers_named(plan: Plan, name: str) -> list[Provider]:
     """The pools called `name`, or else every pool of adapter type `name`."""
     if name in plan.providers:
         return [plan.providers[name]]
@@ -177,7 +177,7 @@ def _providers_named(plan: Plan, name: str) -> list[Provider]:
 @post("/api/providers/{name:str}/reset-health", status_code=200)
 async def reset_health(request: Request, name: str) -> Response:
     try:
-        providers = _providers_named(admin_plan(request), name)
+        providers = providers_named(admin_plan(request), name)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     for provider in providers:
@@ -191,7 +191,7 @@ async def health_check(request: Request, name: str) -> Response:
     (or typed) `name`, at once; record the results in the health book and report them.
     `?model=` picks the model; otherwise the pool's first listed model."""
     try:
-        providers = _providers_named(admin_plan(request), name)
+        providers = providers_named(admin_plan(request), name)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     model = request.query_params.get("model")

@@ -29,7 +29,7 @@ def _plane(request: Request) -> RecordsPlane:
     return request.app.state.records
 
 
-def _read(path: Path, query: Callable[[sqlite3.Connection], T]) -> T:
+def read_store(path: Path, query: Callable[[sqlite3.Connection], T]) -> T:
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     try:
         return query(connection)
@@ -43,7 +43,7 @@ async def _from_store(request: Request, query: Callable[[sqlite3.Connection], An
         path = _plane(request).database
         if path is None:
             raise ir.Error(503, "unavailable", "the state store is not available (see the log)")
-        document = await asyncio.to_thread(_read, path, query)
+        document = await asyncio.to_thread(read_store, path, query)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     except sqlite3.Error as exc:
