@@ -21,6 +21,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from router.compiler.plan import Instance, Plan, Provider, Route, Target
 from router.compiler.probe import mapped_body, resolve
@@ -168,7 +169,7 @@ class _Run:
         reply.headers.update(self.headers())
         dropped = sorted(set(prepared.dropped))
         if dropped:
-            reply.headers["x-router-dropped"] = ",".join(dropped)
+            reply.headers["x-router-dropped"] = header_text(",".join(dropped))
         self._answered(prepared, dropped)
         return reply
 
@@ -254,3 +255,16 @@ async def dispatch(plan: Plan, inbound: Inbound) -> Reply:
     if inbound.trace is not None:
         inbound.trace.route = route.name
     return await _Run(plan, inbound, route).walk()
+
+
+# what a header value can hold as it is: printable ASCII, less the escape character itself
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_text(value: str) -> str:
+    """`value` for a response header. Dropped field names are what the client wrote, and
+    a control or non-Latin-1 character in one would fail the response after the answer
+    was made: such a value is percent-encoded (`tools.%0A`)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=_HEADER_SAFE)

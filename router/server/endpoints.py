@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -151,21 +150,8 @@ async def serve(holder: PlanHolder, incoming: Incoming) -> Reply:
     if not trace.status:
         trace.status = reply.status
     reply.headers["x-router-overhead-ms"] = f"{overhead * 1000:.3f}"
-    _visible_ascii(reply.headers)
     reply.trace = trace
     return reply
-
-
-def _visible_ascii(headers: dict[str, str]) -> None:
-    """Percent-encode what a header value cannot hold. Some carry what the client wrote
-    (x-router-dropped names its fields, `{"type": "\n"}` included), and a control or
-    non-Latin-1 character would fail the response after the answer was made."""
-    for name, value in headers.items():
-        if not (value.isascii() and value.isprintable()):
-            headers[name] = quote(value, safe=_HEADER_SAFE)
-
-
-_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
