@@ -96,10 +96,13 @@ class System:
             procs.wait_http(self.proc, self.ready, timeout)
 
     def workers(self) -> list[int]:
-        """Worker pids: Granian's children, or the process itself (uvicorn, 1 worker)."""
+        """Worker pids: Granian's children but the router's records service, or the
+        process itself (uvicorn, 1 worker)."""
         if self.proc is None:
             return []
-        return procs.children(self.proc.pid) or [self.proc.pid]
+        children = procs.children(self.proc.pid)
+        workers = [pid for pid in children if "router.records.service" not in procs.cmdline(pid)]
+        return workers or [self.proc.pid]
 
     def call(self, case: Case) -> Call:
         return case.gateway if self.gateway else case.upstream

@@ -292,7 +292,8 @@ def test_serve_refuses_a_bad_timeout(tmp_path, name: str, value: str) -> None:
 IN_FLIGHT = 0.4  # seconds the fake upstream holds each request
 
 
-def children(pid: int) -> set[int]:
+def workers_of(pid: int) -> set[int]:
+    """Granian's workers: the children of its main process but the records service."""
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -303,7 +304,14 @@ def children(pid: int) -> set[int]:
             fields = stat.rsplit(")", 1)[1].split()
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.add(int(entry))
-    return found
+    return {child for child in found if b"router.records.service" not in _cmdline(child)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def dead(pid: int) -> bool:
@@ -394,7 +402,7 @@ def test_a_killed_worker_fails_only_its_requests_and_is_replaced(
     gateway = start_gateway(config, workers=2)
     pinned = pinned_clients(gateway, per_worker=3)
     workers = {p.worker for p in pinned}
-    assert workers == children(gateway.process.pid)
+    assert workers == workers_of(gateway.process.pid)
     victim = min(workers)
     (survivor,) = workers - {victim}
 
@@ -410,7 +418,7 @@ def test_a_killed_worker_fails_only_its_requests_and_is_replaced(
         wait_for(lambda: dead(victim), 5, "the killed worker exiting")
         died = time.monotonic()
         replaced = wait_for(
-            lambda: (children(gateway.process.pid) - workers) or None, 5, "a new worker"
+            lambda: (workers_of(gateway.process.pid) - workers) or None, 5, "a new worker"
         )
         time.sleep(2.0)  # traffic on, with the new worker
     finally:
@@ -432,7 +440,7 @@ def test_a_killed_worker_fails_only_its_requests_and_is_replaced(
     assert all(ok for start, _, _, ok in outcomes if start > died)
 
     (new,) = replaced
-    assert children(gateway.process.pid) == {survivor, new}
+    assert workers_of(gateway.process.pid) == {survivor, new}
     answering: set[int] = set()
     wait_for(
         lambda: answering.update(answering_workers(gateway)) or answering == {survivor, new},

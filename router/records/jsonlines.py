@@ -5,7 +5,6 @@ per batch, so the lines of workers do not interleave)."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import msgspec
 
@@ -31,7 +30,9 @@ class JsonLinesSink(ThreadedSink):
 
 
 def _without_bodies(outcome: Outcome) -> Outcome:
-    return replace(outcome, exchange=None) if outcome.exchange is not None else outcome
+    if outcome.exchange is None:
+        return outcome
+    return msgspec.structs.replace(outcome, exchange=None)
 
 
 def from_environment() -> JsonLinesSink | None:

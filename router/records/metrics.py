@@ -10,7 +10,9 @@ worker the rest count as `other`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections import defaultdict
@@ -89,10 +91,15 @@ class Metrics:
 _METRICS: Metrics | None = None
 
 
+_MADE = threading.Lock()
+
+
 def metrics() -> Metrics:
     global _METRICS
     if _METRICS is None:
-        _METRICS = Metrics()
+        with _MADE:  # the sinks' threads may ask first at the same time
+            if _METRICS is None:
+                _METRICS = Metrics()
     return _METRICS
 
 
@@ -122,13 +129,9 @@ class MetricsSink(ThreadedSink):
     name = "metrics"
     interval = 0.5
 
-    def __init__(self, plan: Callable[[], Plan | None], drops: Callable[[], int]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.plan = plan
-        self.drops = drops  # records dropped so far by every sink of this worker
-        self._drops_counted = 0
         self._models: set[str] = set()
-        self._generation: str | None = None
 
     def handle(self, batch: list[Outcome]) -> None:
         family = metrics()
@@ -169,6 +172,48 @@ class MetricsSink(ThreadedSink):
             observe_all(family.ttfb.labels(*labels), values)
         observe_all(family.overhead, overheads)
 
+    def _model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODELS:
+            return "other"
+        self._models.add(model)
+        return model
+
+
+class WorkerGauges:
+    """What only this process knows, set by `tick()` about once a second: its instances'
+    health, the config generation it serves, and the records its sinks dropped. A
+    worker ticks it from its event loop (`start()`), not from a thread: a thread of its
+    own makes the worker's interpreter switch more than the work is worth."""
+
+    interval = 1.0
+
+    def __init__(self, plan: Callable[[], Plan | None], drops: Callable[[], int]) -> None:
+        self.plan = plan
+        self.drops = drops  # records dropped so far by every sink of this process
+        self._drops_counted = 0
+        self._generation: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._schedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.tick()
+
+    def _schedule(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick_again)
+
+    def _tick_again(self) -> None:
+        try:
+            self.tick()
+        finally:
+            self._schedule()
+
     def tick(self) -> None:
         family = metrics()
         dropped = self.drops()
@@ -187,14 +232,6 @@ class MetricsSink(ThreadedSink):
                 family.generation.labels(self._generation).set(0)
             family.generation.labels(plan.generation).set(1)
             self._generation = plan.generation
-
-    def _model_label(self, model: str) -> str:
-        if model in self._models:
-            return model
-        if len(self._models) >= MAX_MODELS:
-            return "other"
-        self._models.add(model)
-        return model
 
 
 def _apply(family: Any, counts: Iterable[tuple[tuple[str, ...], int]]) -> None:

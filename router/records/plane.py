@@ -5,7 +5,10 @@ environment, started with the worker and closed (flushed) when it stops.
 * `ROUTER_RECORDS_FILE`: every record as a JSON line (tests, debugging);
 * `PROMPT_LOG_MODE=console|file`: the prompt log (router.records.prompt_log);
 * unless `ROUTER_RECORDS=0`: the state store (records and usage), Prometheus metrics
-  and the access log (`ROUTER_ACCESS_LOG=0` turns the log alone off)."""
+  and the access log (`ROUTER_ACCESS_LOG=0` turns the log alone off). Under
+  `router serve` these run in the server's records service (router.records.service),
+  reached through a relay; a worker without one (an app made in process) runs them itself.
+  The worker's own gauges (health, generation, drops) are set here either way."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from router.records import (
     metrics,
     outcome,
     prompt_log,
+    relay,
     store,
     writer,
 )
@@ -38,8 +42,9 @@ def records_enabled() -> bool:
 class RecordsPlane:
     def __init__(self, plan: Callable[[], Plan | None]) -> None:
         self.plan = plan
-        self.sinks: list[ThreadedSink] = []
+        self.sinks: list[ThreadedSink | relay.Relay] = []
         self.database: Path | None = None
+        self.gauges: metrics.WorkerGauges | None = None
 
     def start(self) -> None:
         outcome.subscribe(failures.log_failed_attempts)
@@ -47,23 +52,37 @@ class RecordsPlane:
             if optional is not None:
                 self.sinks.append(optional)
         if records_enabled():
-            self._start_store()
-            self.sinks.append(metrics.MetricsSink(self.plan, self.dropped))
-            access = access_log.from_environment()
-            if access is not None:
-                self.sinks.append(access)
+            self._open_store()
+            service = os.environ.get(relay.SOCKET_ENV)
+            if service:
+                self.sinks.append(relay.Relay(service, self.plan))
+            else:
+                self._start_local()
         for sink in self.sinks:
             sink.start()
             outcome.subscribe(sink)
+        if records_enabled():
+            self.gauges = metrics.WorkerGauges(self.plan, self.dropped)
+            self.gauges.start()
 
-    def _start_store(self) -> None:
+    def _start_local(self) -> None:
+        self._start_store()
+        self.sinks.append(metrics.MetricsSink())
+        access = access_log.from_environment()
+        if access is not None:
+            self.sinks.append(access)
+
+    def _open_store(self) -> None:
+        """The state store's database (the API reads it, whoever writes it)."""
         try:
             self.database = store.prepare(store.state_dir())
         except (OSError, sqlite3.Error) as exc:
             log.error("state store unavailable (%s): request records are not kept", exc)
-            return
-        retention = writer.retention_from_environment()
-        self.sinks.append(writer.RecordStore(self.database, self.plan, retention))
+
+    def _start_store(self) -> None:
+        if self.database is not None:
+            retention = writer.retention_from_environment()
+            self.sinks.append(writer.RecordStore(self.database, self.plan, retention))
 
     def dropped(self) -> int:
         return sum(sink.dropped for sink in self.sinks)
@@ -74,5 +93,8 @@ class RecordsPlane:
         for sink in self.sinks:
             sink.close()
         self.sinks.clear()
+        if self.gauges is not None:
+            self.gauges.close()
+            self.gauges = None
         if records_enabled():
             metrics.worker_exit()

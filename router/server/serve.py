@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from router.compiler import compile_config
 from router.server.client_timeouts import body_timeout, header_timeout
+from router.server.records_service import RecordsService
 
 if TYPE_CHECKING:
     from granian.constants import Loops
@@ -136,5 +137,11 @@ def main(config_dir: str, host: str, port: int, workers: int, state_dir: str | N
     # config has nothing to serve. Instead, ask the live workers to reload in place.
     trigger = Path(runtime) / "reload"
     server.signal_handler_reload = lambda *_: trigger.write_text("sighup")  # type: ignore[method-assign]
-    server.serve()
+    records = RecordsService(runtime)
+    if os.environ.get("ROUTER_RECORDS", "1") != "0":
+        records.start()
+    try:
+        server.serve()
+    finally:
+        records.stop()
     return 0

@@ -1,0 +1,160 @@
+"""The worker's end of the records service (router.records.service): outcome records are
+sent, msgpack-encoded, over the server's Unix socket. The store, the metrics fold and the
+access log then run in the service's process, so their work costs the worker's
+interpreter nothing but the encoding.
+
+No thread: a thread of its own, however idle, makes the worker's interpreter switch
+between it and the event loop, and that costs more than the encoding. The event loop
+gathers the records and, once per `interval`, encodes them as one frame and hands it to a
+non-blocking socket; what the socket does not take at once waits for the next round.
+
+A frame is a 4-byte big-endian length and `(generation, [Outcome, ...])`: the config
+generation the worker serves, so the service prices the records with the same config.
+When the service cannot be reached, records wait (bounded: what overflows is dropped and
+counted) and the connection is tried again next round."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from router.compiler.plan import Plan
+from router.records.outcome import Outcome
+
+log = logging.getLogger("router.records")
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024
+SOCKET_ENV = "ROUTER_RECORDS_SOCKET"
+DROP_LOG_EVERY = 60.0  # seconds
+Frame = tuple[str, list[Outcome]]
+
+
+def encoder() -> msgspec.msgpack.Encoder:
+    return msgspec.msgpack.Encoder()
+
+
+def decoder() -> msgspec.msgpack.Decoder[Frame]:
+    return msgspec.msgpack.Decoder(Frame)
+
+
+class Relay:
+    name = "relay"
+    interval = 0.2  # seconds between frames
+    capacity = 100_000  # records held at most while the service is away
+    backlog = 32 * 1024 * 1024  # bytes of encoded frames held at most
+
+    def __init__(self, path: str, plan: Callable[[], Plan | None]) -> None:
+        self.path = path
+        self.plan = plan
+        self.dropped = 0
+        self._records: list[Outcome] = []
+        self._pending = bytearray()  # encoded, not yet taken by the socket
+        self._socket: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._encode = encoder().encode
+        self._unreachable_said = False
+        self._dropped_said = 0
+        self._said_at = 0.0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def __call__(self, outcome: Outcome) -> None:
+        records = self._records
+        if len(records) >= self.capacity:
+            self.dropped += 1
+            return
+        records.append(outcome)
+        if self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(self.interval, self.flush)
+
+    def flush(self) -> None:
+        """Encode what has gathered and send as much as the socket takes now."""
+        self._timer = None
+        if self._records:
+            self._frame(self._records)
+            self._records = []
+        if self._pending:
+            self._send()
+        if self._pending and self._loop is not None:  # the rest goes next round
+            self._timer = self._loop.call_later(self.interval, self.flush)
+        self._say_drops()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is left, waiting for the socket at most `timeout` seconds."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._records:
+            self._frame(self._records)
+            self._records = []
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            if not self._send():
+                time.sleep(0.05)
+        if self._pending:
+            log.warning("records service unreachable: records of the last moments lost")
+        self._disconnect()
+
+    def _frame(self, batch: list[Outcome]) -> None:
+        plan = self.plan()
+        records = [
+            outcome if outcome.exchange is None else msgspec.structs.replace(outcome, exchange=None)
+            for outcome in batch
+        ]
+        payload = self._encode((plan.generation if plan is not None else "", records))
+        if len(self._pending) + len(payload) > self.backlog:
+            self.dropped += len(batch)
+            return
+        self._pending += HEADER.pack(len(payload))
+        self._pending += payload
+
+    def _send(self) -> bool:
+        """Send what the socket takes without waiting; False when it took nothing."""
+        try:
+            connection = self._connect()
+            sent = connection.send(self._pending)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._disconnect()
+            if not self._unreachable_said:
+                log.warning("records service unreachable (%s); records wait", exc)
+                self._unreachable_said = True
+            return False
+        self._unreachable_said = False
+        del self._pending[:sent]
+        return sent > 0
+
+    def _connect(self) -> socket.socket:
+        if self._socket is None:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                connection.connect(self.path)  # a local socket: at once, or refused
+            except OSError:
+                connection.close()
+                raise
+            connection.setblocking(False)
+            self._socket = connection
+        return self._socket
+
+    def _disconnect(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _say_drops(self) -> None:
+        if self.dropped == self._dropped_said:
+            return
+        now = time.monotonic()
+        if now - self._said_at < DROP_LOG_EVERY:
+            return
+        log.warning("records relay: %d records dropped", self.dropped - self._dropped_said)
+        self._dropped_said, self._said_at = self.dropped, now

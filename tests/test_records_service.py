@@ -1,0 +1,255 @@
+"""The records service (router.records.service) as a real process under `router serve
+--workers 2`: killed, it is started again and the records sent while it was away arrive
+all the same (the workers' relays keep them); it stops with the server; stopped (SIGSTOP),
+it fails no request and the records wait until it runs again.
+
+Every wait is bounded, and every process a test touches is gone when it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from tests.conftest import write_config
+from tests.gateway import Gateway
+
+CLIENT_KEY = "rk-client-5d2e9a1c7b3f40862e"
+ADMIN_KEY = "rk-admin-0b7c4e2a9d1f63580a"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+CLIENT = {"authorization": f"Bearer {CLIENT_KEY}"}
+RECORD_WAIT = 10.0  # seconds a record may take to show (the writer batches every second)
+RESTART_WAIT = 10.0  # seconds the supervisor may take to start a killed service again
+STOP_WAIT = 15.0  # seconds the service may outlive the server's stop
+SERVICE = b"router.records.service"
+T = TypeVar("T")
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def config_dir(tmp_path_factory) -> Path:
+    """Only echo: every request answers, with no upstream to wait for."""
+    return write_config(
+        tmp_path_factory.mktemp("records-service-config"),
+        {
+            "providers.yaml": """
+                providers:
+                  echo: { type: echo }
+            """,
+            "routes.yaml": """
+                default: echo
+            """,
+        },
+    )
+
+
+@pytest.fixture
+def gateway(config_dir, tmp_path) -> Iterator[Gateway]:
+    """`router serve --workers 2` with client and admin keys and a state dir of the test's
+    own. On the way out: the gateway stopped, then any records service it left (a test
+    may have stopped or killed one) continued and killed by its pid."""
+    state = tmp_path / "state"
+    state.mkdir()
+    environment = {
+        "REQUIRED_API_KEY": CLIENT_KEY,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "ROUTER_STATE_DIR": str(state),
+    }
+    started = Gateway(config_dir, env=environment, workers=2)
+    seen: set[int] = set()
+    started.seen_services = seen  # type: ignore[attr-defined]
+    try:
+        seen.update(services_of(started.process.pid))
+        yield started
+    finally:
+        seen.update(services_of(started.process.pid))
+        for pid in seen:
+            _signal(pid, signal.SIGCONT)  # a stopped service would not take SIGTERM
+        started.stop()
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline and not all(gone(pid) for pid in seen):
+            time.sleep(0.1)
+        for pid in seen:
+            if not gone(pid) and _is_service(pid):
+                _signal(pid, signal.SIGKILL)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = RECORD_WAIT) -> T:
+    """`fetch()` until `done` says yes or the deadline passes; the last value either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _is_service(pid: int) -> bool:
+    return SERVICE in _cmdline(pid)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie's entry: it runs no more."""
+    fields = _stat(pid)
+    return fields is None or fields[0] in ("Z", "X")
+
+
+def services_of(server: int) -> set[int]:
+    """The live records services of the server: its children running the module."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat(int(entry))
+        if fields is None or int(fields[1]) != server or fields[0] in ("Z", "X"):
+            continue
+        if _is_service(int(entry)):
+            found.add(int(entry))
+    return found
+
+
+def the_service(gateway: Gateway) -> int:
+    found = poll(lambda: services_of(gateway.process.pid), lambda s: len(s) == 1, 5.0)
+    assert len(found) == 1, (found, gateway.log())
+    (pid,) = found
+    gateway.seen_services.add(pid)  # type: ignore[attr-defined]
+    return pid
+
+
+def send(gateway: Gateway, model: str, count: int) -> list[int]:
+    """`count` echo requests, each on a connection of its own (so both workers get some);
+    the statuses."""
+    statuses = []
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(timeout=10, limits=limits) as client:
+        for number in range(count):
+            response = client.post(
+                gateway.url + "/v1/chat/completions",
+                headers=CLIENT,
+                json={"model": model, "messages": [{"role": "user", "content": f"n {number}"}]},
+            )
+            statuses.append(response.status_code)
+    return statuses
+
+
+def recent(gateway: Gateway, **params: Any) -> list[dict[str, Any]]:
+    response = httpx.get(
+        gateway.url + "/api/requests", params={"limit": 1000, **params}, headers=ADMIN, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["requests"]
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_the_records_service_is_restarted_and_loses_nothing_sent_while_away(
+    gateway: Gateway,
+) -> None:
+    first = the_service(gateway)
+    assert send(gateway, "echo-before", 3) == [200] * 3
+    before = poll(lambda: recent(gateway, model="echo-before"), lambda rs: len(rs) >= 3)
+    assert len(before) == 3, before
+
+    os.kill(first, signal.SIGKILL)
+    killed_at = time.time()
+    killed = time.monotonic()
+    # a dead service fails no request: the workers keep the records
+    assert send(gateway, "echo-away", 10) == [200] * 10
+    away_took = time.monotonic() - killed
+
+    def replaced() -> set[int]:
+        return services_of(gateway.process.pid) - {first}
+
+    new = poll(replaced, bool, RESTART_WAIT)
+    assert len(new) == 1, (new, gateway.log())
+    (second,) = new
+    gateway.seen_services.add(second)  # type: ignore[attr-defined]
+    assert gone(first)
+    assert send(gateway, "echo-back", 10) == [200] * 10
+
+    after = poll(
+        lambda: [r for r in recent(gateway) if r["time"] > killed_at],
+        lambda rs: len(rs) >= 20,
+    )
+    models = sorted(r["model"] for r in after)
+    assert models == ["echo-away"] * 10 + ["echo-back"] * 10, (models, away_took, gateway.log())
+    assert all(r["status"] == 200 for r in after), after
+    assert len(recent(gateway, model="echo-before")) == 3  # nothing written twice
+
+    log = gateway.log()
+    assert "records service exited (-9); starting it again" in log, log
+    assert "records service did not start" not in log, log
+
+
+def test_the_records_service_stops_with_the_server(gateway: Gateway) -> None:
+    service = the_service(gateway)
+    assert send(gateway, "echo-stop", 3) == [200] * 3
+    gateway.stop()
+    stopped = time.monotonic()
+    assert gateway.process.poll() is not None
+    poll(lambda: gone(service), bool, STOP_WAIT)
+    assert gone(service), f"the records service {service} outlived the server"
+    assert time.monotonic() - stopped < STOP_WAIT
+
+
+def test_without_the_service_records_wait_in_the_worker(gateway: Gateway) -> None:
+    service = the_service(gateway)
+    assert send(gateway, "echo-warm", 2) == [200] * 2
+    warm = poll(lambda: recent(gateway, model="echo-warm"), lambda rs: len(rs) >= 2)
+    assert len(warm) == 2, warm
+
+    os.kill(service, signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        assert send(gateway, "echo-held", 10) == [200] * 10
+        sent_in = time.monotonic() - stopped
+        assert sent_in < 3.0, sent_in  # nothing waited for the service
+        # the writer would have written them within about a second: held back instead
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - stopped)))
+        held = recent(gateway, model="echo-held")
+        # a stopped service has not exited: the supervisor leaves it be
+        assert services_of(gateway.process.pid) == {service}
+    finally:
+        os.kill(service, signal.SIGCONT)
+    assert held == []
+
+    arrived = poll(lambda: recent(gateway, model="echo-held"), lambda rs: len(rs) >= 10)
+    assert len(arrived) == 10, arrived
+    assert all(r["status"] == 200 for r in arrived), arrived
+    assert services_of(gateway.process.pid) == {service}
+    assert "records service exited" not in gateway.log()
