@@ -4,7 +4,7 @@ environment, started with the worker and closed (flushed) when it stops.
 * the failure log, always;
 * `ROUTER_RECORDS_FILE`: every record as a JSON line (tests, debugging);
 * `PROMPT_LOG_MODE=console|file`: the prompt log (router.records.prompt_log);
-* unless `ROUTER_RECORDS=0`: the state store (records and usage), Prometheus metrics
+* unless `ROUTER_RECORDS=0`: records and usage in the state store, Prometheus metrics
   and the access log (`ROUTER_ACCESS_LOG=0` turns the log alone off). Under
   `router serve` these run in the server's records service (router.records.service),
   reached through a relay; a worker without one (an app made in process) runs them itself.
@@ -44,6 +44,7 @@ class RecordsPlane:
         self.plan = plan
         self.sinks: list[ThreadedSink | relay.Relay] = []
         self.database: Path | None = None
+        self.state_database: Path | None = None
         self.gauges: metrics.WorkerGauges | None = None
 
     def start(self) -> None:
@@ -51,8 +52,8 @@ class RecordsPlane:
         for optional in (jsonlines.from_environment(), prompt_log.from_environment()):
             if optional is not None:
                 self.sinks.append(optional)
+        self._open_store()  # runtime state lives there too, records or not
         if records_enabled():
-            self._open_store()
             service = os.environ.get(relay.SOCKET_ENV)
             if service:
                 self.sinks.append(relay.Relay(service, self.plan))
@@ -73,11 +74,16 @@ class RecordsPlane:
             self.sinks.append(access)
 
     def _open_store(self) -> None:
-        """The state store's database (the API reads it, whoever writes it)."""
+        """The state store's database. `state_database` holds runtime state (overrides,
+        sessions, events); `database` is the same file when it also has the records (the
+        usage API reads it, whoever writes it), None under ROUTER_RECORDS=0."""
         try:
-            self.database = store.prepare(store.state_dir())
+            self.state_database = store.prepare(store.state_dir())
         except (OSError, sqlite3.Error) as exc:
-            log.error("state store unavailable (%s): request records are not kept", exc)
+            log.error("state store unavailable (%s): no records, no runtime state", exc)
+            return
+        if records_enabled():
+            self.database = self.state_database
 
     def _start_store(self) -> None:
         if self.database is not None:

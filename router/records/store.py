@@ -73,6 +73,52 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, key, pool, instance, model, protocol)
     );
     """,
+    # 2: what the workers of a server share at run time (router.state, router.console)
+    """
+    CREATE TABLE overrides (
+        pool TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        changed REAL NOT NULL,
+        PRIMARY KEY (pool, instance)
+    );
+    CREATE TABLE workers (
+        pid INTEGER PRIMARY KEY,
+        started REAL NOT NULL,
+        seen REAL NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        origin INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        csrf TEXT NOT NULL,
+        created REAL NOT NULL,
+        seen REAL NOT NULL
+    );
+    CREATE TABLE login_failures (
+        address TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        first REAL NOT NULL,
+        locked_until REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 

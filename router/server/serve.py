@@ -67,11 +67,10 @@ def share_state(runtime: str, state_dir: str | None) -> None:
 
     directory = store.state_dir(state_dir)
     os.environ["ROUTER_STATE_DIR"] = str(directory)
-    if os.environ.get("ROUTER_RECORDS", "1") != "0":
-        try:
-            store.prepare(directory)
-        except (OSError, sqlite3.Error) as exc:  # the workers say it again, and serve on
-            log.error("state store %s unavailable: %s", directory, exc)
+    try:
+        store.prepare(directory)
+    except (OSError, sqlite3.Error) as exc:  # the workers say it again, and serve on
+        log.error("state store %s unavailable: %s", directory, exc)
     metrics = Path(runtime) / "metrics"
     metrics.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
