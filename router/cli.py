@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a request header (repeatable)",
     )
     explain.add_argument("--path", help="request path, e.g. /claude-custom/v1/messages")
+    explain.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the server's state dir, for its runtime overrides: default $ROUTER_STATE_DIR, "
+        "else ./.router",
+    )
     explain.add_argument("--body", metavar="FILE", help="JSON or YAML request body ('-': stdin)")
 
     test = command("test", "run route test cases", _test)
@@ -147,11 +153,21 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if plan is not None else 1
 
 
-def _compile_or_report(config_dir: str) -> Any:
+def _stored_overrides(state_dir: str | None) -> dict[tuple[str, str], bool]:
+    """The runtime overrides a server with this state dir routes by."""
+    from router.records import store
+    from router.state import overrides
+
+    return overrides.stored(store.database_path(store.state_dir(state_dir)))
+
+
+def _compile_or_report(
+    config_dir: str, overrides: dict[tuple[str, str], bool] | None = None
+) -> Any:
     from router.compiler import compile_config
     from router.config.diagnostics import summary
 
-    plan, diagnostics = compile_config(config_dir)
+    plan, diagnostics = compile_config(config_dir, overrides=overrides)
     if plan is None:
         for diagnostic in diagnostics:
             print(diagnostic, file=sys.stderr)
@@ -192,7 +208,7 @@ def _explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"router explain: {exc}", file=sys.stderr)
         return 2
-    plan = _compile_or_report(args.config_dir)
+    plan = _compile_or_report(args.config_dir, _stored_overrides(args.state_dir))
     if plan is None:
         return 1
     sys.stdout.write(explain(plan, probe))

@@ -1,14 +1,16 @@
 """The records service (router.records.service) as a real process under `router serve
 --workers 2`: killed, it is started again and the records sent while it was away arrive
-all the same (the workers' relays keep them); it stops with the server; stopped (SIGSTOP),
-it fails no request and the records wait until it runs again.
+all the same (the workers' relays keep them); it stops with the server, stopped or
+killed; stopped (SIGSTOP), it fails no request and the records wait until it runs again.
 
 Every wait is bounded, and every process a test touches is gone when it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,8 +56,10 @@ def config_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def gateway(config_dir, tmp_path) -> Iterator[Gateway]:
     """`router serve --workers 2` with client and admin keys and a state dir of the test's
-    own. On the way out: the gateway stopped, then any records service it left (a test
-    may have stopped or killed one) continued and killed by its pid."""
+    own, once both workers have started (a SIGTERM while one is still starting can leave
+    Granian waiting for it). On the way out: the gateway stopped, then whatever of its
+    processes is left (a test may have stopped or killed some) continued and killed, each
+    by its pid."""
     state = tmp_path / "state"
     state.mkdir()
     environment = {
@@ -64,13 +68,17 @@ def gateway(config_dir, tmp_path) -> Iterator[Gateway]:
         "ROUTER_STATE_DIR": str(state),
     }
     started = Gateway(config_dir, env=environment, workers=2)
+    started.database = state / "router.db"  # type: ignore[attr-defined]
     seen: set[int] = set()
-    started.seen_services = seen  # type: ignore[attr-defined]
+    started.seen = seen  # type: ignore[attr-defined]
     try:
-        seen.update(services_of(started.process.pid))
+        workers = poll(started.log, lambda text: text.count("Started worker-") >= 2, 20.0)
+        assert workers.count("Started worker-") >= 2, workers
+        seen.update(children_of(started.process.pid))
         yield started
     finally:
-        seen.update(services_of(started.process.pid))
+        if started.process.poll() is None:
+            seen.update(children_of(started.process.pid))
         for pid in seen:
             _signal(pid, signal.SIGCONT)  # a stopped service would not take SIGTERM
         started.stop()
@@ -78,7 +86,7 @@ def gateway(config_dir, tmp_path) -> Iterator[Gateway]:
         while time.monotonic() < deadline and not all(gone(pid) for pid in seen):
             time.sleep(0.1)
         for pid in seen:
-            if not gone(pid) and _is_service(pid):
+            if not gone(pid) and b"router." in _cmdline(pid):  # still ours, not a reused pid
                 _signal(pid, signal.SIGKILL)
 
 
@@ -116,10 +124,8 @@ def _is_service(pid: int) -> bool:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def gone(pid: int) -> bool:
@@ -128,25 +134,28 @@ def gone(pid: int) -> bool:
     return fields is None or fields[0] in ("Z", "X")
 
 
-def services_of(server: int) -> set[int]:
-    """The live records services of the server: its children running the module."""
+def children_of(server: int) -> set[int]:
+    """The live children of the server: its workers and its records service."""
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         fields = _stat(int(entry))
-        if fields is None or int(fields[1]) != server or fields[0] in ("Z", "X"):
-            continue
-        if _is_service(int(entry)):
+        if fields is not None and int(fields[1]) == server and fields[0] not in ("Z", "X"):
             found.add(int(entry))
     return found
+
+
+def services_of(server: int) -> set[int]:
+    """The live records services of the server: its children running the module."""
+    return {pid for pid in children_of(server) if _is_service(pid)}
 
 
 def the_service(gateway: Gateway) -> int:
     found = poll(lambda: services_of(gateway.process.pid), lambda s: len(s) == 1, 5.0)
     assert len(found) == 1, (found, gateway.log())
     (pid,) = found
-    gateway.seen_services.add(pid)  # type: ignore[attr-defined]
+    gateway.seen.add(pid)  # type: ignore[attr-defined]
     return pid
 
 
@@ -181,9 +190,10 @@ def test_the_records_service_is_restarted_and_loses_nothing_sent_while_away(
     gateway: Gateway,
 ) -> None:
     first = the_service(gateway)
-    assert send(gateway, "echo-before", 3) == [200] * 3
-    before = poll(lambda: recent(gateway, model="echo-before"), lambda rs: len(rs) >= 3)
-    assert len(before) == 3, before
+    # a few records first: each worker that served one holds a connection to the service
+    assert send(gateway, "echo-before", 6) == [200] * 6
+    before = poll(lambda: recent(gateway, model="echo-before"), lambda rs: len(rs) >= 6)
+    assert len(before) == 6, before
 
     os.kill(first, signal.SIGKILL)
     killed_at = time.time()
@@ -198,7 +208,7 @@ def test_the_records_service_is_restarted_and_loses_nothing_sent_while_away(
     new = poll(replaced, bool, RESTART_WAIT)
     assert len(new) == 1, (new, gateway.log())
     (second,) = new
-    gateway.seen_services.add(second)  # type: ignore[attr-defined]
+    gateway.seen.add(second)  # type: ignore[attr-defined]
     assert gone(first)
     assert send(gateway, "echo-back", 10) == [200] * 10
 
@@ -209,22 +219,45 @@ def test_the_records_service_is_restarted_and_loses_nothing_sent_while_away(
     models = sorted(r["model"] for r in after)
     assert models == ["echo-away"] * 10 + ["echo-back"] * 10, (models, away_took, gateway.log())
     assert all(r["status"] == 200 for r in after), after
-    assert len(recent(gateway, model="echo-before")) == 3  # nothing written twice
+    assert len(recent(gateway, model="echo-before")) == 6  # nothing written twice
 
     log = gateway.log()
     assert "records service exited (-9); starting it again" in log, log
+    # a relay found the service gone and kept its records for the next one
+    assert "records service unreachable" in log, log
     assert "records service did not start" not in log, log
 
 
 def test_the_records_service_stops_with_the_server(gateway: Gateway) -> None:
     service = the_service(gateway)
     assert send(gateway, "echo-stop", 3) == [200] * 3
-    gateway.stop()
-    stopped = time.monotonic()
-    assert gateway.process.poll() is not None
+    gateway.stop()  # SIGTERM; SIGKILL only after 10 s
+    assert gateway.process.returncode == 0, gateway.process.returncode  # stopped, not killed
     poll(lambda: gone(service), bool, STOP_WAIT)
     assert gone(service), f"the records service {service} outlived the server"
-    assert time.monotonic() - stopped < STOP_WAIT
+
+
+def test_the_records_service_stops_when_the_server_is_killed(gateway: Gateway) -> None:
+    """The server and its workers SIGKILLed (the service, in a session of its own, is
+    spared): no SIGTERM to pass on, so the service sees its parent gone, finds every
+    worker hung up and stops by itself, at once rather than after its drain's deadline."""
+    service = the_service(gateway)
+    assert send(gateway, "echo-killed", 3) == [200] * 3
+    time.sleep(0.5)  # the workers' relays have connected and sent
+    workers = children_of(gateway.process.pid) - {service}
+    assert len(workers) == 2, workers
+    os.kill(gateway.process.pid, signal.SIGKILL)
+    for worker in workers:
+        os.kill(worker, signal.SIGKILL)
+    gateway.process.wait(5)
+    killed = time.monotonic()
+    poll(lambda: gone(service), bool, 5.0)
+    assert gone(service), f"the records service {service} outlived the killed server"
+    assert time.monotonic() - killed < 5.0
+    # what it had taken it wrote before it went
+    with contextlib.closing(sqlite3.connect(gateway.database)) as database:  # type: ignore[attr-defined]
+        rows = database.execute("SELECT status FROM requests WHERE model = 'echo-killed'")
+        assert [status for (status,) in rows] == [200] * 3
 
 
 def test_without_the_service_records_wait_in_the_worker(gateway: Gateway) -> None:

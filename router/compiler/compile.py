@@ -38,11 +38,15 @@ def compile_config(
     *,
     strict: bool = False,
     env: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, str], bool] | None = None,
 ) -> tuple[Plan | None, list[Diagnostic]]:
     """Compile the config in `config_dir` with `env` (default: the process environment).
     Returns the Plan (None when there is any error) and every diagnostic, sorted.
-    `strict` turns warnings (unconfigured instances, shadowed routes...) into errors."""
+    `strict` turns warnings (unconfigured instances, shadowed routes...) into errors.
+    `overrides` set instances' `enabled` at run time: (pool, instance id) -> enabled; the
+    Plan routes by them, and its dump and generation keep the files' values."""
     ctx = Context(Path(os.path.abspath(config_dir)), os.environ if env is None else env)
+    ctx.overrides = overrides or {}
     # A big config allocates many small objects at once; without this the cyclic GC
     # re-scans them over and over and dominates the compile time.
     enabled = gc.isenabled()

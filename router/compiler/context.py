@@ -27,6 +27,9 @@ class Context:
     # providers.yaml is missing or unparsable: provider names cannot be checked
     providers_unknown: bool = False
     written: Written = field(default_factory=Written)  # for the Plan: see written.py
+    # runtime overrides of instances' `enabled` (pool, instance id) -> enabled; the state
+    # store keeps them, the console sets them (router.state.overrides)
+    overrides: Mapping[tuple[str, str], bool] = field(default_factory=dict)
 
     def expression(self, loaded: LoadedFile, text: str, path: DataPath) -> Any:
         """The compiled JMESPath expression, or None after reporting why it is invalid."""

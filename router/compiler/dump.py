@@ -315,7 +315,7 @@ def instance_dump(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": texts.get((*at, "id"), instance.id),
-        "enabled": texts.get((*at, "enabled"), instance.enabled),
+        "enabled": texts.get((*at, "enabled"), instance.enabled_in_file),
     }
     base_url = texts.get((*at, "base_url"))
     if base_url is not None or instance.base_url is not None:

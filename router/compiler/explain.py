@@ -14,7 +14,7 @@ import yaml
 from router.compiler.dump import Collector, render_step
 from router.compiler.glob import glob_test, is_glob
 from router.compiler.matcher import evaluate, truthy
-from router.compiler.plan import Plan, Provider, Route, Target
+from router.compiler.plan import Instance, Plan, Provider, Route, Target
 from router.compiler.probe import Probe, mapped_body, resolve, upstream_model
 from router.protocols import ir
 
@@ -184,13 +184,20 @@ def _target(
     return lines
 
 
+def _said(instance: Instance) -> str:
+    return "enabled" if instance.enabled_in_file else "disabled"
+
+
 def _instances(provider: Provider) -> str:
     if not provider.instances:
         return "built in" if provider.type == "echo" else "none"
     shown = []
     for instance in provider.instances:
         notes = []
-        if not instance.enabled:
+        if instance.override is not None:
+            state = "enabled" if instance.override else "disabled"
+            notes.append(f"{state} by a runtime override (the file says {_said(instance)})")
+        elif not instance.enabled:
             notes.append("disabled")
         if instance.unconfigured:
             missing = [u.removeprefix("file:") for u in instance.unconfigured]

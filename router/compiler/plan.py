@@ -70,7 +70,9 @@ class HealthPolicy:
 @dataclass(frozen=True, slots=True)
 class Instance:
     id: str
-    enabled: bool = True
+    enabled: bool = True  # as routed: the runtime override when there is one, else the file's
+    enabled_in_file: bool = True
+    override: bool | None = None  # the runtime override (router.state.overrides), if any
     base_url: str | None = None
     api_key: Secret | None = None
     headers: Mapping[str, str] = field(default_factory=dict)

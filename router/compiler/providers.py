@@ -169,7 +169,9 @@ def _instance(
             value = tuple(value)
         options[key] = value
 
-    enabled = raw.get("enabled", True)
+    enabled_in_file = raw.get("enabled", True)
+    override = ctx.overrides.get((provider, instance_id))
+    enabled = enabled_in_file if override is None else override
     if reasons and enabled:
         loaded.warning(
             reasons[0][0],
@@ -186,6 +188,8 @@ def _instance(
     return Instance(
         id=instance_id,
         enabled=enabled,
+        enabled_in_file=enabled_in_file,
+        override=override,
         base_url=raw.get("base_url"),
         api_key=_secret(raw.get("api_key"), refs.get((*path, "api_key"))),
         headers=MappingProxyType(Redacted(headers)),

@@ -141,8 +141,10 @@ def prepare(directory: Path) -> Path:
     return path
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+def connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
+    connection = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=check_same_thread
+    )
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, fast
     return connection

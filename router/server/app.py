@@ -10,16 +10,32 @@ import os
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
-from router.console import config_api, config_files_api, providers_api
+from router.console import (
+    config_api,
+    config_files_api,
+    providers_api,
+    runtime_api,
+    sessions_api,
+    ui,
+)
 from router.protocols import ir
 from router.providers.http import close_all
-from router.records import metrics
+from router.records import metrics, store
 from router.records.plane import RecordsPlane, records_enabled
-from router.server import endpoints, management, oauth_routes, records_routes, system
+from router.server import (
+    endpoints,
+    health_view,
+    management,
+    oauth_routes,
+    records_routes,
+    system,
+)
 from router.server.errors import error_response, protocol_for_path
 from router.server.fastpath import FastPath
 from router.server.reload import fingerprint, watch
 from router.server.state import PlanHolder
+from router.server.worker_sync import WorkerSync
+from router.state import overrides
 
 log = logging.getLogger("router.app")
 
@@ -48,6 +64,7 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
     if watch_config is None:
         watch_config = os.environ.get("ROUTER_WATCH", "1") != "0"
     holder = PlanHolder(config_dir)
+    holder.overrides = overrides.stored(store.database_path(store.state_dir()))
     holder.reload(fingerprint(config_dir if watch_config else None))
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
@@ -57,6 +74,10 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
 
     async def start_watcher() -> None:
         records.start()
+        if records.state_database is not None:
+            sync = WorkerSync(holder, records.state_database)
+            app.state.sync = sync
+            tasks.append(sync.start(stop))
         if os.environ.get("ROUTER_GC_FREEZE", "1") != "0":
             gc.freeze()
         tasks.append(asyncio.create_task(watch(holder, stop, config=bool(watch_config))))
@@ -66,6 +87,8 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
         for task in tasks:
             task.cancel()
         await close_all()
+        if app.state.sync is not None:
+            await app.state.sync.close()
         records.stop()  # flushes what the sinks hold
 
     max_body = int(os.environ.get("ROUTER_MAX_BODY_MB", DEFAULT_MAX_BODY_MB)) * 1024 * 1024
@@ -78,7 +101,11 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
             *records_routes.ROUTES,
             *config_api.ROUTES,
             *providers_api.ROUTES,
+            *runtime_api.ROUTES,
+            *health_view.ROUTES,
             *config_files_api.ROUTES,
+            *ui.ROUTES,
+            *sessions_api.ROUTES,
         ],
         on_startup=[start_watcher],
         on_shutdown=[shutdown],
@@ -88,5 +115,6 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
         debug=False,
     )
     app.state.holder = holder
+    app.state.sync = None  # the worker's WorkerSync, once started with a state store
     app.state.records = records
     return FastPath(app, holder, max_body, hot=os.environ.get("ROUTER_FASTPATH", "1") != "0")

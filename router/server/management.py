@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -11,18 +13,20 @@ import msgspec
 from litestar import Request, Response, get, post
 
 from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret, redact_url
-from router.pool.health import HEALTH
+from router.console import sessions
+from router.pool.health import HEALTH, INSTANCE_FAULTS
 from router.pool.select import instances_for
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.providers.health_check import check, probe_model
 from router.providers.upstream import AttemptFailed
-from router.server.auth import check_admin, check_client
+from router.server.auth import check_admin, presented_key
 from router.server.errors import error_response
 from router.server.reload import request_reload
 from router.server.state import PlanHolder
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger("router.management")
 
 
 def _json(document: Any, status: int = 200) -> Response:
@@ -56,6 +60,8 @@ def instance_view(provider: Provider, instance: Instance) -> dict[str, Any]:
     return {
         "id": instance.id,
         "enabled": instance.enabled,
+        "enabled_in_file": instance.enabled_in_file,
+        "override": instance.override,
         "configured": not instance.unconfigured,
         "missing_env": list(instance.unconfigured),
         "base_url": redact_url(instance.base_url) if instance.base_url else None,
@@ -107,7 +113,7 @@ def provider_health_document(plan: Plan) -> dict[str, Any]:
             },
             "instances": [instance_view(provider, i) for i in provider.instances],
         }
-    # health is kept per worker process: say which one answered
+    # the answering worker's own health (router.server.health_view merges all workers)
     return {
         "generation": plan.generation,
         "worker": os.getpid(),
@@ -116,31 +122,31 @@ def provider_health_document(plan: Plan) -> dict[str, Any]:
     }
 
 
-@get("/provider_health")
-async def provider_health(request: Request) -> Response:
-    """As open as the generating endpoints: with client keys configured it takes one of
-    them, or an admin key (upstream URLs and error messages are not for everyone)."""
-    plan = _holder(request).plan
-    if plan is None:
-        return _json({"providers": {}}, 503)
-    keys = plan.auth.api_keys
-    if keys:
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            check_client(keys + plan.auth.admin_keys, headers, dict(request.query_params))
-        except ir.Error as error:
-            return error_response(ADMIN_PROTOCOL, error)
-    return _json(provider_health_document(plan))
-
-
 def admin_plan(request: Request) -> Plan:
-    """The live plan, once the request shows an admin key (ir.Error 401/403 otherwise)."""
+    """The live plan, once the request shows an admin key or a console session (ir.Error
+    401/403 otherwise)."""
+    return admin_access(request)[0]
+
+
+def admin_access(request: Request) -> tuple[Plan, sessions.Session | None]:
+    """The live plan and the console session that opened it (None: an admin key did).
+    A key shown is checked alone; without one, the session cookie, and for methods other
+    than GET/HEAD its CSRF token in `x-csrf-token` (router.console.sessions)."""
     plan = _holder(request).plan
     if plan is None:
         raise ir.Error(503, "unavailable", "no valid configuration loaded")
     headers = {k.lower(): v for k, v in request.headers.items()}
-    check_admin(plan.auth.admin_keys, headers, dict(request.query_params))
-    return plan
+    query = dict(request.query_params)
+    keys = plan.auth.admin_keys
+    if presented_key(headers, query) is None:
+        database = request.app.state.records.state_database
+        session = sessions.authenticate(database, keys, request.cookies, request.method, headers)
+        if session is not None:
+            return plan, session
+        if not keys and sessions.password_set(database):
+            raise ir.Error(401, "authentication", "missing admin key or console session")
+    check_admin(keys, headers, query)
+    return plan, None
 
 
 @post("/api/reload-config", status_code=200)
@@ -182,7 +188,19 @@ async def reset_health(request: Request, name: str) -> Response:
         return error_response(ADMIN_PROTOCOL, error)
     for provider in providers:
         HEALTH.reset(provider.name)
-    return _json({"reset": [p.name for p in providers]})
+    names = [p.name for p in providers]
+    await _tell_workers(request, "reset-health", {"pools": names})
+    return _json({"reset": names})
+
+
+async def _tell_workers(request: Request, action: str, data: dict[str, Any]) -> None:
+    """Every other worker of the server does it too (router.server.worker_sync)."""
+    sync = request.app.state.sync
+    if sync is not None:
+        try:
+            await sync.broadcast(action, data)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("other workers not told to %s: %s", action, exc)
 
 
 @post("/api/providers/{name:str}/health-check", status_code=200)
@@ -197,6 +215,8 @@ async def health_check(request: Request, name: str) -> Response:
     model = request.query_params.get("model")
     checks = [_check_pool(provider, model) for provider in providers]
     results = await asyncio.gather(*checks)
+    for provider, result in zip(providers, results, strict=True):
+        await _tell_workers(request, "probed", {"pool": provider.name, "results": result})
     document = {
         p.name: {"type": p.type, "instances": r} for p, r in zip(providers, results, strict=True)
     }
@@ -218,14 +238,15 @@ async def _check(provider: Provider, instance: Instance, model: str | None) -> d
     model = model or probe_model(provider, instance)
     if model is None:
         message = "no model to probe with: list `models` for the provider or pass ?model="
-        return {"id": instance.id, "ok": False, "status": None, "error": message}
+        return {"id": instance.id, "ok": False, "status": None, "error": message, "counted": False}
     health = HEALTH.of(provider.name, instance.id)
     started = time.perf_counter()
     try:
         await check(provider, instance, model)
     except AttemptFailed as failure:
         health.record_failure(provider.health, failure.error, failure.retryable)
-        return _probe_result(instance, model, started, failure.error)
+        counted = failure.retryable or failure.error.status in INSTANCE_FAULTS
+        return _probe_result(instance, model, started, failure.error, counted)
     except ir.Error as error:
         health.fail(provider.health, error.status, error.message)
         return _probe_result(instance, model, started, error)
@@ -234,8 +255,10 @@ async def _check(provider: Provider, instance: Instance, model: str | None) -> d
 
 
 def _probe_result(
-    instance: Instance, model: str, started: float, error: ir.Error | None
+    instance: Instance, model: str, started: float, error: ir.Error | None, counted: bool = True
 ) -> dict[str, Any]:
+    """What the check found; `counted`: whether it counted toward the instance's health
+    (the other workers learn it as this one did: router.server.worker_sync)."""
     result: dict[str, Any] = {
         "id": instance.id,
         "ok": error is None,
@@ -243,9 +266,12 @@ def _probe_result(
         "status": 200 if error is None else error.status,
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
     }
+    result["counted"] = counted
     if error is not None:
         result["error"] = redact(error.message, _secrets(instance))
+        if counted and error.retry_after:
+            result["retry_after"] = error.retry_after
     return result
 
 
-ROUTES = [health, provider_health, reload_config, reset_health, health_check]
+ROUTES = [health, reload_config, reset_health, health_check]

@@ -25,6 +25,7 @@ class RecordsService:
         self.path = str(Path(runtime) / "records.sock")
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and the stop never overlap
 
     def start(self) -> bool:
         """Start the service and wait for its socket; False when it did not come up."""
@@ -36,7 +37,8 @@ class RecordsService:
 
     def stop(self) -> None:
         self._stopping.set()
-        process = self.process
+        with self._lock:
+            process = self.process
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
@@ -70,6 +72,10 @@ class RecordsService:
     def _watch(self) -> None:
         while not self._stopping.wait(1.0):
             process = self.process
-            if process is not None and process.poll() is not None and not self._stopping.is_set():
+            if process is None or process.poll() is None:
+                continue
+            with self._lock:
+                if self._stopping.is_set():
+                    return
                 log.error("records service exited (%s); starting it again", process.returncode)
                 self._spawn()

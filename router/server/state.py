@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from router.compiler import compile_config
@@ -33,6 +33,8 @@ class PlanHolder:
         self.reloads = 0
         self.fingerprint: tuple = ()  # of the files the current attempt was compiled from
         self.listeners: list[Callable[[bool], None]] = []  # told each reload's result
+        # runtime overrides of instances' `enabled` (router.state.overrides), compiled in
+        self.overrides: Mapping[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
 
     def reload(self, fingerprint: tuple = ()) -> bool:
@@ -41,7 +43,9 @@ class PlanHolder:
         versions being compiled (taken before reading them)."""
         with self._lock:
             self.fingerprint = fingerprint
-            plan, diagnostics = compile_config(self.config_dir, env=dict(os.environ))
+            plan, diagnostics = compile_config(
+                self.config_dir, env=dict(os.environ), overrides=self.overrides
+            )
             for listener in self.listeners:
                 listener(plan is not None)
             if plan is None:

@@ -1,12 +1,14 @@
-"""`GET /api/system`: what the worker that answers holds (admin key required). Health is
-per worker, and so are these figures: tasks, file descriptors, upstream connections and
-memory, to tell a leak from a worker that is merely busy."""
+"""`GET /api/system`: what the worker that answers holds (admin key required): tasks,
+file descriptors, upstream connections and memory, to tell a leak from a worker that is
+merely busy; and under `workers`, every live worker of the server as it last wrote its
+status to the state store (pid, requests served, memory, CPU, generation)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import platform
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from router.protocols.paths import DEFAULT_PROTOCOL
 from router.providers import connections
 from router.server.errors import error_response
 from router.server.management import admin_plan
+from router.server.records_routes import read_store
+from router.state import workers
 
 _encode = msgspec.json.Encoder().encode
 _IMPORTED = time.monotonic()  # the fallback start time where /proc is not there
@@ -74,10 +78,31 @@ def system_document() -> dict[str, Any]:
 @get("/api/system")
 async def system(request: Request) -> Response:
     try:
-        admin_plan(request)
+        plan = admin_plan(request)
     except ir.Error as error:
         return error_response(DEFAULT_PROTOCOL, error)
-    return Response(_encode(system_document()), media_type="application/json")
+    document = system_document()
+    database = request.app.state.records.state_database
+    document["config_dir"] = plan.config_dir
+    document["state_store"] = str(database) if database is not None else None
+    document["workers"] = await _workers(database, document)
+    document["mode"] = "standalone" if len(document["workers"]) <= 1 else "workers"
+    return Response(_encode(document), media_type="application/json")
+
+
+async def _workers(database: Path | None, mine: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every live worker's figures as it last wrote them (router.server.worker_sync);
+    this worker's as of now."""
+    rows: list[dict[str, Any]] = []
+    if database is not None:
+        try:
+            rows = await asyncio.to_thread(read_store, database, workers.live)
+        except sqlite3.Error:
+            rows = []
+    found = {row["pid"]: {k: v for k, v in row.items() if k != "health"} for row in rows}
+    found.setdefault(mine["pid"], {"pid": mine["pid"]})
+    found[mine["pid"]].update(rss_bytes=mine["rss_bytes"], uptime_s=mine["uptime_s"])
+    return [found[pid] for pid in sorted(found)]
 
 
 ROUTES = [system]

@@ -1,0 +1,307 @@
+/* The router console's only script (the Content-Security-Policy allows no inline one).
+ *
+ * - CSRF: every request htmx sends carries `x-csrf-token`, the session's token, read
+ *   from <meta name="csrf-token"> or, when the page has none, from GET /api/session; an
+ *   unsafe request waits for it.
+ * - Buttons and forms with data-result call the admin API (JSON) and show its answer in
+ *   the element data-result names, as text (never as HTML).
+ * - The login form posts {"key"} or {"password"} to /api/login.
+ * - The logs page's live area follows GET /api/events (Server-Sent Events).
+ */
+(function () {
+  "use strict";
+
+  var LOGIN = "/ui/login";
+  var SAFE = { GET: true, HEAD: true, OPTIONS: true };
+  var csrf = "";
+  var csrfPromise = null;
+
+  function meta(name) {
+    var element = document.querySelector('meta[name="' + name + '"]');
+    return element ? element.getAttribute("content") || "" : "";
+  }
+
+  function loginUrl() {
+    var here = window.location.pathname + window.location.search;
+    return LOGIN + "?next=" + encodeURIComponent(here.indexOf("/ui/") === 0 ? here : "/ui/");
+  }
+
+  function loadCsrf() {
+    if (csrf) return Promise.resolve(csrf);
+    if (!csrfPromise) {
+      csrfPromise = fetch("/api/session", { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) {
+          if (response.status === 401) {
+            window.location.assign(loginUrl());
+            return "";
+          }
+          return response.ok ? response.json() : {};
+        })
+        .then(function (body) {
+          csrf = (body && body.csrf) || "";
+          return csrf;
+        })
+        .catch(function () {
+          csrfPromise = null;
+          return "";
+        });
+    }
+    return csrfPromise;
+  }
+
+  csrf = meta("csrf-token");
+  var onLogin = window.location.pathname === LOGIN;
+
+  // ---- rendering an API answer as text
+
+  function element(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function parse(text) {
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function errorLines(status, body) {
+    var message = body && body.error ? body.error.message || body.error : null;
+    var diagnostics = body && Array.isArray(body.diagnostics) ? body.diagnostics : [];
+    if (typeof message === "string" && diagnostics.length) {
+      message = message.replace(": " + diagnostics[0], ""); // listed below
+    }
+    var lines = ["HTTP " + status + (message ? ": " + message : "")];
+    if (status === 404 && !message) lines[0] += ": not available on this server";
+    diagnostics.forEach(function (line) {
+      if (line !== message) lines.push(line);
+    });
+    return lines;
+  }
+
+  function healthLines(body) {
+    var lines = [];
+    Object.keys(body.providers || {}).forEach(function (pool) {
+      (body.providers[pool].instances || []).forEach(function (r) {
+        var text = pool + "/" + r.id + ": ";
+        if (r.skipped) text += "skipped (" + r.skipped + ")";
+        else if (r.ok) text += "ok, " + r.model + ", HTTP " + r.status + ", " + r.latency_ms + " ms";
+        else text += "failed" + (r.status ? ", HTTP " + r.status : "") + ": " + (r.error || "");
+        lines.push(text);
+      });
+      if (!(body.providers[pool].instances || []).length) lines.push(pool + ": no instances");
+    });
+    return lines;
+  }
+
+  function successLines(kind, body) {
+    if (kind === "health-check" && body) return healthLines(body);
+    if (kind === "reset" && body) return ["health reset: " + (body.reset || []).join(", ")];
+    if (kind === "config" && body) {
+      var lines = ["saved " + (body.written || []).join(", ")];
+      if (body.reloaded) lines[0] += "; reloaded, generation " + body.generation;
+      else if (body.error) lines = lines.concat(["reload failed:"], body.error);
+      return lines;
+    }
+    return ["done" + (body ? ": " + JSON.stringify(body) : "")];
+  }
+
+  function showResult(target, label, ok, lines) {
+    if (!target) return;
+    target.textContent = "";
+    target.classList.remove("ok", "bad");
+    target.classList.add(ok ? "ok" : "bad");
+    var head = element("p", "result-head", (label ? label + ": " : "") + (ok ? "ok" : "failed"));
+    target.appendChild(head);
+    var list = element("ul", ok ? "result-lines" : "diagnostics");
+    lines.forEach(function (line) {
+      list.appendChild(element("li", "", line));
+    });
+    target.appendChild(list);
+  }
+
+  // ---- htmx
+
+  if (window.htmx) {
+    // the config editor's form as the JSON body POST /api/config takes
+    htmx.defineExtension("config-json", {
+      onEvent: function (name, evt) {
+        if (name === "htmx:configRequest") {
+          evt.detail.headers["Content-Type"] = "application/json";
+        }
+      },
+      encodeParameters: function (xhr, parameters) {
+        xhr.overrideMimeType("text/json");
+        var files = {};
+        files[parameters.get("file")] = parameters.get("text");
+        return JSON.stringify({ files: files });
+      },
+    });
+
+    document.addEventListener("htmx:confirm", function (evt) {
+      var verb = (evt.detail.verb || "get").toUpperCase();
+      if (csrf || SAFE[verb]) return;
+      evt.preventDefault(); // send once the token is known
+      loadCsrf().then(function () {
+        evt.detail.issueRequest(true);
+      });
+    });
+
+    document.addEventListener("htmx:configRequest", function (evt) {
+      if (csrf) evt.detail.headers["x-csrf-token"] = csrf;
+    });
+
+    // answers of the admin API: shown as text where data-result says, never swapped in
+    document.addEventListener("htmx:beforeSwap", function (evt) {
+      var source = evt.detail.requestConfig ? evt.detail.requestConfig.elt : evt.detail.elt;
+      var status = evt.detail.xhr.status;
+      if (status === 401 && !evt.detail.xhr.getResponseHeader("hx-redirect")) {
+        evt.detail.shouldSwap = false;
+        evt.detail.isError = false;
+        window.location.assign(loginUrl());
+        return;
+      }
+      if (source && source.hasAttribute("data-signout")) {
+        evt.detail.shouldSwap = false;
+        evt.detail.isError = false;
+        window.location.assign(LOGIN);
+        return;
+      }
+      if (!source || !source.hasAttribute("data-result")) return;
+      evt.detail.shouldSwap = false;
+      evt.detail.isError = false; // shown below, not an error of the page
+      var body = parse(evt.detail.xhr.responseText);
+      var ok = status >= 200 && status < 300;
+      var kind = source.getAttribute("data-kind");
+      var lines = ok ? successLines(kind, body) : errorLines(status, body);
+      if (ok && kind === "health-check" && body && body.ok === false) ok = false;
+      var target = document.querySelector(source.getAttribute("data-result"));
+      showResult(target, source.getAttribute("data-label"), ok, lines);
+      var refresh = source.getAttribute("data-refresh");
+      if (refresh && document.querySelector(refresh)) htmx.trigger(refresh, "refresh");
+    });
+
+    // a request that never got an answer (server down, network)
+    document.addEventListener("htmx:sendError", function (evt) {
+      var source = evt.detail.requestConfig ? evt.detail.requestConfig.elt : evt.detail.elt;
+      if (source && source.hasAttribute("data-result")) {
+        var target = document.querySelector(source.getAttribute("data-result"));
+        showResult(target, source.getAttribute("data-label"), false, ["no answer from the server"]);
+      }
+    });
+  }
+
+  // ---- login
+
+  function setupLogin() {
+    var form = document.getElementById("login-form");
+    if (!form) return;
+    var result = document.getElementById("login-result");
+    form.addEventListener("submit", function (evt) {
+      evt.preventDefault();
+      var kind = form.querySelector('input[name="kind"]:checked');
+      var body = {};
+      body[kind ? kind.value : "key"] = form.elements.secret.value;
+      result.textContent = "signing in…";
+      fetch("/api/login", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      })
+        .then(function (response) {
+          if (response.ok) {
+            return response.json().then(function (answer) {
+              csrf = (answer && answer.csrf) || "";
+              var next = form.getAttribute("data-next") || "/ui/";
+              window.location.assign(next.indexOf("/ui/") === 0 ? next : "/ui/");
+            });
+          }
+          var text;
+          if (response.status === 429) {
+            var wait = response.headers.get("retry-after");
+            text = "Too many failed attempts: try again" + (wait ? " in " + wait + " s" : " later") + ".";
+          } else if (response.status === 401) {
+            text = "Wrong admin key or password.";
+          } else if (response.status === 404) {
+            text = "Signing in is not available on this server.";
+          } else {
+            text = "Sign-in failed (HTTP " + response.status + ").";
+          }
+          result.textContent = text;
+          form.elements.secret.select();
+        })
+        .catch(function () {
+          result.textContent = "No answer from the server.";
+        });
+    });
+  }
+
+  // ---- live events (logs page)
+
+  function describe(kind, data) {
+    if (!data || typeof data !== "object") return kind;
+    if (kind === "request") {
+      var parts = [data.status, data.model, data.pool && data.pool + (data.instance ? "/" + data.instance : "")];
+      if (typeof data.duration_ms === "number") parts.push(Math.round(data.duration_ms) + " ms");
+      return parts.filter(Boolean).join(" · ");
+    }
+    return JSON.stringify(data);
+  }
+
+  function setupLive() {
+    var live = document.getElementById("live");
+    if (!live) return;
+    var status = document.getElementById("live-status");
+    var list = document.getElementById("live-list");
+    var url = live.getAttribute("data-events");
+    if (!url || !window.EventSource) {
+      status.textContent = "live events unavailable";
+      return;
+    }
+    var source = new EventSource(url);
+    function add(kind, raw) {
+      var data = parse(raw);
+      var item = element("li", "event event-" + kind);
+      item.appendChild(element("time", "", new Date().toISOString().slice(11, 19)));
+      item.appendChild(element("span", "event-kind", kind));
+      item.appendChild(element("span", "event-text", describe(kind, data)));
+      list.insertBefore(item, list.firstChild);
+      while (list.children.length > 50) list.removeChild(list.lastChild);
+    }
+    source.onopen = function () {
+      status.textContent = "live";
+    };
+    ["request", "health", "reload", "override", "config"].forEach(function (kind) {
+      source.addEventListener(kind, function (evt) {
+        add(kind, evt.data);
+      });
+    });
+    source.onmessage = function (evt) {
+      add("message", evt.data);
+    };
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) {
+        status.textContent = "live events unavailable";
+      } else {
+        status.textContent = "reconnecting…";
+      }
+    };
+    window.addEventListener("pagehide", function () {
+      source.close();
+    });
+  }
+
+  function start() {
+    setupLogin();
+    setupLive();
+    if (!onLogin && !csrf) loadCsrf();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

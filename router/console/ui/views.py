@@ -1,0 +1,128 @@
+"""What the pages show, shaped for the templates: the dashboard's charts and pool tiles,
+the health of the instances as /provider_health shows it, the compiled routes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from typing import Any
+
+from litestar import Request
+
+from router.compiler.plan import Plan
+from router.console.ui import charts
+from router.server.health_view import merge
+from router.server.management import provider_health_document
+from router.server.records_routes import read_store
+from router.server.worker_sync import health_book
+from router.state import workers
+
+
+async def health_document(request: Request, plan: Plan) -> dict[str, Any]:
+    """The instances' health as `GET /provider_health` answers it: merged over the
+    server's workers when they share a state store, else this worker's own."""
+    document = provider_health_document(plan)
+    database = request.app.state.records.state_database
+    if database is None or request.app.state.sync is None:
+        return document
+    books = {os.getpid(): health_book(plan)}
+    try:
+        rows = await asyncio.to_thread(read_store, database, workers.live)
+    except sqlite3.Error:
+        rows = []
+    for row in rows:
+        books.setdefault(row["pid"], row.get("health") or {})
+    merge(document, plan, books, False)
+    return document
+
+
+def chart_list(figures: dict[str, Any]) -> list[Any]:
+    when = figures["span"]
+    tokens = [
+        (moment, used + more)
+        for (moment, used), (_, more) in zip(
+            figures["tokens_in"], figures["tokens_out"], strict=True
+        )
+    ]
+    return [
+        charts.line_chart(figures["rps"], title="Requests per second", span=when),
+        charts.line_chart(
+            figures["error_rate"], title="Error rate (status ≥ 400)", unit="%", span=when
+        ),
+        charts.line_chart(
+            figures["p50"],
+            title="Latency",
+            unit=" ms",
+            label="p50",
+            more=[("p95", figures["p95"])],
+            span=when,
+        ),
+        charts.bar_chart(tokens, title="Tokens per minute (input + output)", span=when),
+    ]
+
+
+def tiles(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A tile per pool of a /provider_health document: its instances' states."""
+    found = []
+    for name, pool in document["providers"].items():
+        instances = []
+        for view in pool["instances"]:
+            if not view["enabled"]:
+                state = "disabled"
+            elif not view["configured"]:
+                state = "unconfigured"
+            elif view["probing"]:
+                state = "probing"
+            else:
+                state = "healthy" if view["healthy"] else "down"
+            instances.append({"id": view["id"], "state": state, "last_error": view["last_error"]})
+        found.append(
+            {
+                "name": name,
+                "type": pool["type"],
+                "reachable": pool["reachable"],
+                "instances": instances,
+                "healthy": sum(1 for i in instances if i["state"] == "healthy"),
+            }
+        )
+    return found
+
+
+def route_rows(plan: Plan) -> list[dict[str, Any]]:
+    rows = []
+    for route in plan.routes:
+        match = []
+        if route.match is not None:
+            if route.match.models:
+                match.append("model: " + ", ".join(route.match.models))
+            if route.match.protocols:
+                match.append("protocol: " + ", ".join(route.match.protocols))
+            if route.match.when is not None:
+                match.append(f"when: {route.match.when}")
+        active = {id(t) for t in route.targets}
+        targets = [
+            {
+                "provider": t.provider,
+                "model": t.model,
+                "pipeline": t.pipeline.name if t.pipeline else None,
+                "skipped": id(t) not in active,
+            }
+            for t in route.declared or route.targets
+        ]
+        options = ["strict"] if route.strict else []
+        if route.retry_on:
+            options.append("retry on " + ", ".join(sorted(map(str, route.retry_on))))
+        if route.max_attempts:
+            options.append(f"max attempts {route.max_attempts}")
+        rows.append(
+            {
+                "name": route.name,
+                "source": route.source,
+                "active": route.active,
+                "match": match,
+                "targets": targets,
+                "options": options,
+            }
+        )
+    return rows

@@ -1,0 +1,103 @@
+"""`GET /provider_health`: one view of the instances' health merged over every worker of
+the server (each worker's own state with `?per_worker=1`), from the statuses the workers
+write to the state store (router.server.worker_sync). Without a state store, the
+answering worker's own view."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from router.compiler.plan import Plan
+from router.protocols import ir
+from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
+from router.server.auth import check_client
+from router.server.errors import error_response
+from router.server.management import provider_health_document
+from router.server.records_routes import read_store
+from router.server.worker_sync import health_book
+from router.state import workers
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(_encode(document), status_code=status, media_type="application/json")
+
+
+@get("/provider_health")
+async def provider_health(request: Request) -> Response:
+    """As open as the generating endpoints: with client keys configured it takes one of
+    them, or an admin key (upstream URLs and error messages are not for everyone)."""
+    plan = request.app.state.holder.plan
+    if plan is None:
+        return _json({"providers": {}}, 503)
+    keys = plan.auth.api_keys
+    if keys:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            check_client(keys + plan.auth.admin_keys, headers, dict(request.query_params))
+        except ir.Error as error:
+            return error_response(ADMIN_PROTOCOL, error)
+    document = provider_health_document(plan)
+    books = {os.getpid(): health_book(plan)}
+    database = request.app.state.records.state_database
+    if database is not None and request.app.state.sync is not None:
+        try:
+            rows = await asyncio.to_thread(read_store, database, workers.live)
+        except sqlite3.Error:
+            rows = []
+        for row in rows:
+            books.setdefault(row["pid"], row.get("health") or {})
+    per_worker = request.query_params.get("per_worker") in ("1", "true")
+    merge(document, plan, books, per_worker)
+    return _json(document)
+
+
+def merge(
+    document: dict[str, Any],
+    plan: Plan,
+    books: dict[int, dict[str, dict[str, dict[str, Any]]]],
+    per_worker: bool,
+) -> None:
+    """Replace each instance's health in `document` with the workers' merged."""
+    document["workers"] = sorted(books)
+    for name, pool in document["providers"].items():
+        for view in pool["instances"]:
+            states = {
+                pid: book[name][view["id"]]
+                for pid, book in books.items()
+                if view["id"] in book.get(name, {})
+            }
+            if not states:
+                continue
+            view.update(merged(list(states.values())))
+            if per_worker:
+                view["workers"] = {str(pid): state for pid, state in sorted(states.items())}
+
+
+def merged(states: list[dict[str, Any]]) -> dict[str, Any]:
+    healthy = [s for s in states if s.get("healthy")]
+    errors = [s["last_error"] for s in states if s.get("last_error")]
+    down = [s["down_since"] for s in states if s.get("down_since") is not None]
+    recovers = [s["recovers_at"] for s in states if s.get("recovers_at") is not None]
+    return {
+        "healthy": len(healthy) == len(states),
+        "healthy_workers": f"{len(healthy)}/{len(states)}",
+        "consecutive_errors": max(s.get("consecutive_errors", 0) for s in states),
+        "successes": sum(s.get("successes", 0) for s in states),
+        "failures": sum(s.get("failures", 0) for s in states),
+        "last_used": max((s.get("last_used") or 0 for s in states), default=0) or None,
+        "last_error": max(errors, key=lambda e: e["at"]) if errors else None,
+        "down_since": min(down) if down else None,
+        "recovers_at": min(recovers) if recovers else None,
+        "cooldown_until": max((s.get("cooldown_until") or 0 for s in states), default=0) or None,
+    }
+
+
+ROUTES = [provider_health]
