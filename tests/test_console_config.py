@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -528,3 +529,40 @@ def test_put_keeps_a_masked_header_of_the_instance() -> None:
     written = edit_instance(PROVIDERS, "upstream", "literal", fields)
     assert HEADER_SECRET in written and "X-Team: green" in written
     assert "***" not in written and API_SECRET in written
+
+
+def test_concurrent_writes_through_two_workers_are_serialized(
+    config_dir: Path, start_gateway: Callable[..., Gateway]
+) -> None:
+    """Writes taken by different workers run one at a time (a lock file in the state dir,
+    never in the config dir): every write is checked against what the previous one left,
+    each answers, the file ends as one of them, and the console gets a `config` event."""
+    gateway = start_gateway(config_dir, env={"ADMIN_API_KEY": ADMIN_KEY}, workers=2)
+    variants = [NEW_ROUTES.replace("added-model", f"added-{n}") for n in range(8)]
+
+    def write(text: str) -> int:
+        with httpx.Client(timeout=30) as client:  # a connection each: both workers take some
+            response = client.post(
+                gateway.url + "/api/config", json={"files": {"routes.yaml": text}}, headers=ADMIN
+            )
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(write, variants))
+    assert statuses == [200] * len(variants)
+    assert (config_dir / "routes.yaml").read_text() in variants
+    assert (gateway.state_dir / "config-write.lock").exists()
+    assert not [p for p in config_dir.iterdir() if p.name.endswith(".lock")]
+    with httpx.stream(
+        "GET",
+        gateway.url + "/api/events",
+        headers={**ADMIN, "Last-Event-ID": "0.0"},
+        timeout=httpx.Timeout(10, read=5),
+    ) as events:
+        kinds = []
+        for line in events.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line.removeprefix("event: "))
+            if kinds.count("config") == len(variants):
+                break
+    assert kinds.count("config") == len(variants)

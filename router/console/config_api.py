@@ -20,8 +20,11 @@ writes answer 409 `config is managed in git`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,8 @@ from router.server.state import PlanHolder
 READ_ONLY_MESSAGE = "config is managed in git"
 
 _encode = msgspec.json.Encoder().encode
-_write_lock = asyncio.Lock()  # one write at a time in this worker
+_write_lock = asyncio.Lock()  # one write at a time in this worker (WRITE_LOCK: in the server)
+WRITE_LOCK = "config-write.lock"  # beside the state store's database
 
 
 def _json(document: Any, status: int = 200) -> Response:
@@ -68,6 +72,22 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return Response(_encode(document), status_code=status, media_type="application/json")
 
 
+def _check_then_write(lock: Path | None, config_dir: str, files: dict[str, str]) -> list[str]:
+    """Check the files as they would be, then write them: the diagnostics, or none once
+    written. Under a lock file in the state dir, so that no other worker of the server
+    writes between this one's check and its write."""
+    with contextlib.ExitStack() as stack:
+        if lock is not None:
+            handle = stack.enter_context(open(lock, "a"))
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        errors = check_candidates(config_dir, files)
+        if errors:
+            return errors
+        for name, text in files.items():
+            write_atomically(Path(config_dir) / name, text)
+    return []
+
+
 def read_only(plan: Plan) -> bool:
     flag = os.environ.get("ROUTER_ADMIN_READ_ONLY", "").strip().lower()
     return plan.admin.read_only or flag in ("1", "true", "yes", "on")
@@ -76,14 +96,18 @@ def read_only(plan: Plan) -> bool:
 async def _check_and_write(request: Request, files: dict[str, str]) -> Response:
     holder: PlanHolder = request.app.state.holder
     config_dir = holder.config_dir
+    database = request.app.state.records.state_database
+    lock = database.with_name(WRITE_LOCK) if database is not None else None
     async with _write_lock:
-        errors = await asyncio.to_thread(check_candidates, config_dir, files)
+        errors = await asyncio.to_thread(_check_then_write, lock, config_dir, files)
         if errors:
             return _error(400, f"the config does not compile: {errors[0]}", diagnostics=errors)
-        for name, text in files.items():
-            await asyncio.to_thread(write_atomically, Path(config_dir) / name, text)
         ok = await asyncio.to_thread(holder.reload)
         request_reload()  # the other workers follow through the shared trigger
+    sync = request.app.state.sync
+    if sync is not None:
+        with contextlib.suppress(OSError, sqlite3.Error):
+            await sync.record("config", {"written": sorted(files), "reloaded": ok})
     plan = holder.plan
     error = holder.last_error
     return _json(

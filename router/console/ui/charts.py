@@ -151,19 +151,20 @@ def bar_chart(
     """One bar per point, each `step` seconds wide, over `span` (by default the points')."""
     if not points:
         return Markup("".join([*_frame(title, True), "</svg>"]))
-    start, end = _bounds([(title, points)], span)
-    top, step = scale(max(v for _, v in points))
+    first, last = _bounds([(title, points)], span)
+    start, end = first, last + step  # the last bar's interval ends the x axis
+    top, tick = scale(max(v for _, v in points))
     parts = _frame(title, False)
-    axes, x0, x1, y0, y1 = _axes(start, end, top, step, unit)
+    axes, x0, x1, y0, y1 = _axes(start, end, top, tick, unit)
     parts += axes
     width = max(1.0, (x1 - x0) * step / (end - start) - 1)
     for moment, value in sorted(points):
-        if not start <= moment <= end:
+        if not first <= moment <= last:
             continue
         x = x0 + (x1 - x0) * (moment - start) / (end - start)
         height = (y0 - y1) * value / top
         parts.append(
-            f'<rect class="chart-bar" x="{min(x, x1 - width):.1f}" y="{y0 - height:.1f}" '
+            f'<rect class="chart-bar" x="{x + 0.5:.1f}" y="{y0 - height:.1f}" '
             f'width="{width:.1f}" height="{height:.1f}">'
             f"<title>{escape(_clock(moment))}: {escape(format_value(value, unit))}</title></rect>"
         )

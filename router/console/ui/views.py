@@ -84,6 +84,7 @@ def tiles(document: dict[str, Any]) -> list[dict[str, Any]]:
                 "reachable": pool["reachable"],
                 "instances": instances,
                 "healthy": sum(1 for i in instances if i["state"] == "healthy"),
+                "usable": sum(1 for i in instances if i["state"] in ("healthy", "down", "probing")),
             }
         )
     return found
