@@ -187,10 +187,12 @@ def test_root_redirects_to_the_console_then_to_login(gateway: Gateway, watched: 
     second = httpx.get(gateway.url + "/ui/")
     assert second.status_code in (302, 303)
     assert second.headers["location"].startswith("/ui/login")
-    for answer in (first, second, httpx.get(gateway.url + "/ui/no-such-page")):
+    for answer in (first, second):
         assert answer.headers["content-security-policy"] == CSP
         assert answer.headers["x-content-type-options"] == "nosniff"
-    assert answer.status_code == 404
+    # an unknown path under /ui/ is the gateway's JSON 404: `/ui/v1/...` may be a model
+    # call under a provider prefix, answered in its client's protocol
+    assert httpx.get(gateway.url + "/ui/no-such-page").status_code == 404
     page = watched.page
     response = page.goto("/")
     assert response is not None and response.ok

@@ -84,13 +84,6 @@ async def static(name: str) -> Response:
     return static_file(name)
 
 
-@get("/ui/{rest:path}", include_in_schema=False)
-async def not_found(request: Request, rest: str) -> Response:
-    """Any other path under /ui/: a page saying so, with the console's headers."""
-    context = {"title": "Not found", "status": 404, "message": f"no console page {rest}"}
-    return render(request, "error.html", context, status=404)
-
-
 # ---- dashboard
 
 
@@ -318,5 +311,4 @@ ROUTES = [
     usage_page,
     logs,
     system,
-    not_found,
 ]
