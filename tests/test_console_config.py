@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import re
 import time
 from collections.abc import Callable
@@ -551,8 +552,16 @@ def test_concurrent_writes_through_two_workers_are_serialized(
         statuses = list(pool.map(write, variants))
     assert statuses == [200] * len(variants)
     assert (config_dir / "routes.yaml").read_text() in variants
-    assert (gateway.state_dir / "config-write.lock").exists()
+    lock = gateway.state_dir / "config-write.lock"
     assert not [p for p in config_dir.iterdir() if p.name.endswith(".lock")]
+    with open(lock, "a") as held:  # another writer of the server holds the lock: wait
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(write, variants[0])
+            time.sleep(1.0)
+            assert not waiting.done()
+            fcntl.flock(held, fcntl.LOCK_UN)
+            assert waiting.result(timeout=30) == 200
     with httpx.stream(
         "GET",
         gateway.url + "/api/events",

@@ -527,6 +527,11 @@ def test_health_check_and_reset_reach_every_worker(gateway: Gateway, workers, fa
         assert view["failures"] == 2  # one per worker: the check's, and the one learned
         assert all(s["last_error"]["status"] == 500 for s in view["workers"].values())
         assert per_worker(first, "probe", "pb")["healthy_workers"] == "2/2"
+        for clients in workers.values():  # the console's provider rows merge the same way
+            rows = admin(clients[0], "GET", "/api/providers/probe").json()
+            listed = {i["id"]: i for i in rows["providers"]["probe"]["instances"]}
+            assert (listed["pa"]["healthy"], listed["pa"]["healthy_workers"]) == (False, "0/2")
+            assert listed["pa"]["failures"] == 2
     finally:
         fake_a.reset()  # a answers again
 

@@ -47,19 +47,15 @@ from router.console.secrets import MaskedValueError, mask_text, restore_secrets
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL
 from router.server.errors import error_parts, error_response
+from router.server.json_response import json_response
 from router.server.management import admin_plan
 from router.server.reload import request_reload
 from router.server.state import PlanHolder
 
 READ_ONLY_MESSAGE = "config is managed in git"
 
-_encode = msgspec.json.Encoder().encode
 _write_lock = asyncio.Lock()  # one write at a time in this worker (WRITE_LOCK: in the server)
 WRITE_LOCK = "config-write.lock"  # beside the state store's database
-
-
-def _json(document: Any, status: int = 200) -> Response:
-    return Response(_encode(document), status_code=status, media_type="application/json")
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
@@ -69,7 +65,7 @@ def _error(status: int, message: str, **extra: Any) -> Response:
         return error_response(DEFAULT_PROTOCOL, error)
     status, body, _headers = error_parts(DEFAULT_PROTOCOL, error)
     document = {**json.loads(body), **extra}
-    return Response(_encode(document), status_code=status, media_type="application/json")
+    return json_response(document, status)
 
 
 def _check_then_write(lock: Path | None, config_dir: str, files: dict[str, str]) -> list[str]:
@@ -110,7 +106,7 @@ async def _check_and_write(request: Request, files: dict[str, str]) -> Response:
             await sync.record("config", {"written": sorted(files), "reloaded": ok})
     plan = holder.plan
     error = holder.last_error
-    return _json(
+    return json_response(
         {
             "written": sorted(files),
             "reloaded": ok,
@@ -149,7 +145,7 @@ async def get_config(request: Request) -> Response:
         text = read(config_dir, name)
         if text is not None:
             files[name] = mask_text(name, text)
-    return _json(
+    return json_response(
         {
             "files": files,
             "compiled": dump(plan),

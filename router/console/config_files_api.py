@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, delete, get
 
 from router.compiler.layout import PIPELINES_DIR, PROVIDERS_FILE, ROUTES_FILE
@@ -37,10 +36,9 @@ from router.console.secrets import MASK, mask_text
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.management import admin_plan
 from router.server.reload import request_reload
-
-_encode = msgspec.json.Encoder().encode
 
 ROOT_YAML = (PROVIDERS_FILE, ROUTES_FILE, TESTS_FILE)
 # keys of a credentials file that are always secret, besides any secret-looking name
@@ -68,10 +66,6 @@ class ConfigFile:
         if self.kind == "credentials":
             out["pool"], out["instance"] = self.pool, self.instance
         return out
-
-
-def _json(document: Any, status: int = 200) -> Response:
-    return Response(_encode(document), status_code=status, media_type="application/json")
 
 
 def _inside(root: Path, path: Path) -> Path | None:
@@ -202,7 +196,7 @@ async def list_files(request: Request) -> Response:
         return out
 
     files = await asyncio.to_thread(listing)
-    return _json({"config_dir": plan.config_dir, "files": files})
+    return json_response({"config_dir": plan.config_dir, "files": files})
 
 
 @get("/api/upload-configs/view/{path:path}")
@@ -214,7 +208,7 @@ async def view_file(request: Request, path: str) -> Response:
         return error_response(ADMIN_PROTOCOL, error)
     except OSError:
         return error_response(ADMIN_PROTOCOL, ir.Error(404, "not_found", "the file is gone"))
-    return _json(document)
+    return json_response(document)
 
 
 @delete("/api/upload-configs/delete/{path:path}", status_code=200)
@@ -230,7 +224,7 @@ async def delete_file(request: Request, path: str) -> Response:
     except FileNotFoundError:
         return error_response(ADMIN_PROTOCOL, ir.Error(404, "not_found", "the file is gone"))
     request_reload()  # every worker recompiles: the instance is unconfigured now
-    return _json({"deleted": found.path, "pool": found.pool, "instance": found.instance})
+    return json_response({"deleted": found.path, "pool": found.pool, "instance": found.instance})
 
 
 @get("/api/upload-configs/download-all")

@@ -2,9 +2,9 @@
 `GET /api/provider-models[/{pool}]` and `GET /api/service-mode`, under the admin key.
 
 `{pool}` is a pool name or, as in the seed, an adapter type meaning every pool of that
-type. Health is this worker's book (it is kept per worker: `worker` names the process that
-answered); usage is today's (UTC) from the state store's daily aggregates, null when the
-store is unavailable."""
+type. Health is merged over the server's workers, as `/provider_health` merges it
+(router.server.health_view); usage is today's (UTC) from the state store's daily
+aggregates, null when the store is unavailable."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get
 
 from router.compiler.dump import Collector
@@ -27,19 +26,16 @@ from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.providers.registry import advertised_models
 from router.records import usage
 from router.server.errors import error_response
+from router.server.health_view import merge, worker_books
+from router.server.json_response import json_response
 from router.server.management import admin_plan, instance_view, providers_named
 from router.server.records_routes import read_store
 
 log = logging.getLogger("router.console")
 
-_encode = msgspec.json.Encoder().encode
 
 # usage of today: (pool, None) for the pool, (pool, instance) for one of its instances
 Usage = dict[tuple[str, str | None], dict[str, Any]]
-
-
-def _json(document: Any, status: int = 200) -> Response:
-    return Response(_encode(document), status_code=status, media_type="application/json")
 
 
 def _today() -> str:
@@ -122,17 +118,23 @@ async def _providers(request: Request, name: str | None) -> Response:
             pools = providers_named(plan, name)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
+    return json_response(await providers_document(request, plan, pools))
+
+
+async def providers_document(request: Request, plan: Plan, pools: list[Provider]) -> dict[str, Any]:
+    """`pools` with their config, today's usage and health merged over the workers."""
     day = _today()
     found = await _usage_today(request, day)
     document = {
         "generation": plan.generation,
-        "worker": os.getpid(),  # health is this worker's
+        "worker": os.getpid(),
         "time": time.time(),
         "day": day,
         "usage_available": found is not None,
         "providers": {p.name: _pool(plan, p, found) for p in pools},
     }
-    return _json(document)
+    merge(document, await worker_books(request, plan), per_worker=False)
+    return document
 
 
 @get("/api/providers")
@@ -156,7 +158,7 @@ def _models(request: Request, name: str | None) -> Response:
             pools = providers_named(plan, name)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
-    return _json({p.name: list(advertised_models(p)) for p in pools})
+    return json_response({p.name: list(advertised_models(p)) for p in pools})
 
 
 @get("/api/provider-models")
@@ -185,7 +187,7 @@ async def service_mode(request: Request) -> Response:
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     workers = worker_count()
-    return _json({"mode": "workers" if workers > 1 else "standalone", "workers": workers})
+    return json_response({"mode": "workers" if workers > 1 else "standalone", "workers": workers})
 
 
 ROUTES = [

@@ -18,7 +18,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
@@ -29,6 +28,7 @@ from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.records import store
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.management import admin_plan, instance_view
 from router.server.records_routes import read_store
 from router.state import events, overrides
@@ -36,10 +36,6 @@ from router.state import events, overrides
 _encode = msgspec.json.Encoder().encode
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
-
-
-def _json(document: Any, status: int = 200) -> Response:
-    return Response(_encode(document), status_code=status, media_type="application/json")
 
 
 def _database(request: Request) -> Path:
@@ -86,10 +82,10 @@ async def _override(request: Request, pool: str, instance: str, enabled: bool | 
     await asyncio.to_thread(holder.reload, holder.fingerprint)
     plan = holder.plan
     if plan is None:  # the files broke meanwhile; the override is kept all the same
-        return _json({"pool": pool, "instance": instance, "override": enabled})
+        return json_response({"pool": pool, "instance": instance, "override": enabled})
     provider = plan.providers[pool]
     [current] = [i for i in provider.instances if i.id == instance]
-    return _json({"pool": pool, **instance_view(provider, current)})
+    return json_response({"pool": pool, **instance_view(provider, current)})
 
 
 @post("/api/providers/{pool:str}/{instance:str}/enable", status_code=200)

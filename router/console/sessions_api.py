@@ -20,15 +20,8 @@ from router.console import sessions
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.management import admin_access
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        _encode(document), status_code=status, media_type="application/json", headers=headers
-    )
 
 
 def _database(request: Request):
@@ -106,7 +99,7 @@ async def login(request: Request) -> Response:
         return _store_error(exc)
     cookie = sessions.cookie(token, secure=_https(request))
     document = {"csrf": csrf, "expires_in": int(sessions.idle_seconds())}
-    return _json(document, headers={"set-cookie": cookie, "cache-control": "no-store"})
+    return json_response(document, headers={"set-cookie": cookie, "cache-control": "no-store"})
 
 
 @post("/api/logout", status_code=200)
@@ -125,7 +118,7 @@ async def logout(request: Request) -> Response:
     except sqlite3.Error as exc:
         return _store_error(exc)
     cookie = sessions.cookie("", secure=_https(request), max_age=0)
-    return _json({"logged_out": True}, headers={"set-cookie": cookie})
+    return json_response({"logged_out": True}, headers={"set-cookie": cookie})
 
 
 @post("/api/admin-password", status_code=200)
@@ -141,7 +134,7 @@ async def admin_password(request: Request) -> Response:
         return error_response(ADMIN_PROTOCOL, error)
     except sqlite3.Error as exc:
         return _store_error(exc)
-    return _json({"changed": True})
+    return json_response({"changed": True})
 
 
 @get("/api/session")
@@ -157,7 +150,7 @@ async def session(request: Request) -> Response:
         "csrf": found.csrf if found else None,
         "via": "session" if found else "key",
     }
-    return _json(document, headers={"cache-control": "no-store"})
+    return json_response(document, headers={"cache-control": "no-store"})
 
 
 ROUTES = [login, logout, admin_password, session]

@@ -26,12 +26,12 @@ import msgspec
 
 from router.compiler.plan import Plan
 from router.records.outcome import Outcome
+from router.records.threaded import DropReport
 
 log = logging.getLogger("router.records")
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
 SOCKET_ENV = "ROUTER_RECORDS_SOCKET"
-DROP_LOG_EVERY = 60.0  # seconds
 Frame = tuple[str, list[Outcome]]
 
 
@@ -60,8 +60,7 @@ class Relay:
         self._timer: asyncio.TimerHandle | None = None
         self._encode = encoder().encode
         self._unreachable_said = False
-        self._dropped_said = 0
-        self._said_at = 0.0
+        self._say_drops = DropReport(self.name)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -85,7 +84,7 @@ class Relay:
             self._send()
         if self._pending and self._loop is not None:  # the rest goes next round
             self._timer = self._loop.call_later(self.interval, self.flush)
-        self._say_drops()
+        self._say_drops(self.dropped)
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is left, waiting for the socket at most `timeout` seconds."""
@@ -149,12 +148,3 @@ class Relay:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-
-    def _say_drops(self) -> None:
-        if self.dropped == self._dropped_said:
-            return
-        now = time.monotonic()
-        if now - self._said_at < DROP_LOG_EVERY:
-            return
-        log.warning("records relay: %d records dropped", self.dropped - self._dropped_said)
-        self._dropped_said, self._said_at = self.dropped, now

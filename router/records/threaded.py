@@ -17,6 +17,29 @@ log = logging.getLogger("router.records")
 DROP_LOG_EVERY = 60.0  # seconds
 
 
+class DropReport:
+    """Says in the log how many records a sink dropped since it last said so, at most
+    once every DROP_LOG_EVERY seconds."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._said = 0
+        self._said_at = 0.0
+
+    def __call__(self, dropped: int) -> None:
+        if dropped == self._said:
+            return
+        now = time.monotonic()
+        if now - self._said_at < DROP_LOG_EVERY:
+            return
+        log.warning(
+            "records %s: %d records dropped (buffer full or target failing)",
+            self.name,
+            dropped - self._said,
+        )
+        self._said, self._said_at = dropped, now
+
+
 class ThreadedSink:
     name = "sink"
     interval = 0.2  # seconds between batches
@@ -27,8 +50,7 @@ class ThreadedSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
-        self._dropped_said = 0
-        self._said_at = 0.0
+        self._say_drops = DropReport(self.name)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"records-{self.name}", daemon=True)
@@ -86,17 +108,4 @@ class ThreadedSink:
             except Exception:
                 self.dropped += len(batch)
                 log.exception("records %s: %d records lost", self.name, len(batch))
-        self._say_drops()
-
-    def _say_drops(self) -> None:
-        if self.dropped == self._dropped_said:
-            return
-        now = time.monotonic()
-        if now - self._said_at < DROP_LOG_EVERY:
-            return
-        log.warning(
-            "records %s: %d records dropped (buffer full or store failing)",
-            self.name,
-            self.dropped - self._dropped_said,
-        )
-        self._dropped_said, self._said_at = self.dropped, now
+        self._say_drops(self.dropped)

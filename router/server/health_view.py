@@ -10,7 +10,6 @@ import os
 import sqlite3
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get
 
 from router.compiler.plan import Plan
@@ -18,16 +17,11 @@ from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.server.auth import check_client
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.management import provider_health_document
 from router.server.records_routes import read_store
-from router.server.worker_sync import health_book
+from router.server.worker_sync import HealthBook, health_book
 from router.state import workers
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(document: Any, status: int = 200) -> Response:
-    return Response(_encode(document), status_code=status, media_type="application/json")
 
 
 @get("/provider_health")
@@ -36,7 +30,7 @@ async def provider_health(request: Request) -> Response:
     them, or an admin key (upstream URLs and error messages are not for everyone)."""
     plan = request.app.state.holder.plan
     if plan is None:
-        return _json({"providers": {}}, 503)
+        return json_response({"providers": {}}, 503)
     keys = plan.auth.api_keys
     if keys:
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -45,27 +39,31 @@ async def provider_health(request: Request) -> Response:
         except ir.Error as error:
             return error_response(ADMIN_PROTOCOL, error)
     document = provider_health_document(plan)
+    per_worker = request.query_params.get("per_worker") in ("1", "true")
+    merge(document, await worker_books(request, plan), per_worker)
+    return json_response(document)
+
+
+async def worker_books(request: Request, plan: Plan) -> dict[int, HealthBook]:
+    """Each live worker's health book by pid: this worker's as of now, the others' as
+    they last wrote it to the state store (only this one's without a store)."""
     books = {os.getpid(): health_book(plan)}
     database = request.app.state.records.state_database
-    if database is not None and request.app.state.sync is not None:
-        try:
-            rows = await asyncio.to_thread(read_store, database, workers.live)
-        except sqlite3.Error:
-            rows = []
-        for row in rows:
-            books.setdefault(row["pid"], row.get("health") or {})
-    per_worker = request.query_params.get("per_worker") in ("1", "true")
-    merge(document, plan, books, per_worker)
-    return _json(document)
+    if database is None or request.app.state.sync is None:
+        return books
+    try:
+        rows = await asyncio.to_thread(read_store, database, workers.live)
+    except sqlite3.Error:
+        rows = []
+    for row in rows:
+        books.setdefault(row["pid"], row.get("health") or {})
+    return books
 
 
-def merge(
-    document: dict[str, Any],
-    plan: Plan,
-    books: dict[int, dict[str, dict[str, dict[str, Any]]]],
-    per_worker: bool,
-) -> None:
-    """Replace each instance's health in `document` with the workers' merged."""
+def merge(document: dict[str, Any], books: dict[int, HealthBook], per_worker: bool) -> None:
+    """Replace each instance's health in `document` (`{"providers": {pool: {"instances":
+    [view, ...]}}}`, as /provider_health and /api/providers answer) with the workers'
+    merged."""
     document["workers"] = sorted(books)
     for name, pool in document["providers"].items():
         for view in pool["instances"]:

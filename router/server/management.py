@@ -9,7 +9,6 @@ import sqlite3
 import time
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get, post
 
 from router.compiler.plan import SECRET_NAME, Instance, Plan, Provider, Secret, redact_url
@@ -22,15 +21,11 @@ from router.providers.health_check import check, probe_model
 from router.providers.upstream import AttemptFailed
 from router.server.auth import check_admin, presented_key
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.reload import request_reload
 from router.server.state import PlanHolder
 
-_encode = msgspec.json.Encoder().encode
 log = logging.getLogger("router.management")
-
-
-def _json(document: Any, status: int = 200) -> Response:
-    return Response(_encode(document), status_code=status, media_type="application/json")
 
 
 def _holder(request: Request) -> PlanHolder:
@@ -50,7 +45,7 @@ async def health(request: Request) -> Response:
             {"at": error.at, "diagnostics": list(error.diagnostics)} if error else None
         ),
     }
-    return _json(document, 200 if plan is not None else 503)
+    return json_response(document, 200 if plan is not None else 503)
 
 
 def instance_view(provider: Provider, instance: Instance) -> dict[str, Any]:
@@ -160,7 +155,7 @@ async def reload_config(request: Request) -> Response:
     request_reload()  # the other workers follow through the shared trigger
     plan = holder.plan
     error = holder.last_error
-    return _json(
+    return json_response(
         {
             "reloaded": ok,
             "generation": plan.generation if plan else None,
@@ -190,7 +185,7 @@ async def reset_health(request: Request, name: str) -> Response:
         HEALTH.reset(provider.name)
     names = [p.name for p in providers]
     await _tell_workers(request, "reset-health", {"pools": names})
-    return _json({"reset": names})
+    return json_response({"reset": names})
 
 
 async def _tell_workers(request: Request, action: str, data: dict[str, Any]) -> None:
@@ -221,7 +216,7 @@ async def health_check(request: Request, name: str) -> Response:
         p.name: {"type": p.type, "instances": r} for p, r in zip(providers, results, strict=True)
     }
     ok = all(i.get("ok", True) for r in results for i in r)
-    return _json({"ok": ok, "providers": document})
+    return json_response({"ok": ok, "providers": document})
 
 
 async def _check_pool(provider: Provider, model: str | None) -> list[dict[str, Any]]:

@@ -10,13 +10,8 @@ from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.providers import oauth_cli
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.management import admin_plan
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(document: object) -> Response:
-    return Response(_encode(document), status_code=200, media_type="application/json")
 
 
 async def _options(request: Request) -> dict:
@@ -49,14 +44,14 @@ async def generate_auth_url(request: Request, provider: str) -> Response:
         )
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
-    return _json(result)
+    return json_response(result)
 
 
 @get("/api/oauth/{sign_in:str}")
 async def oauth_status(request: Request, sign_in: str) -> Response:
     try:
         admin_plan(request)
-        return _json(oauth_cli.auth_status(sign_in))
+        return json_response(oauth_cli.auth_status(sign_in))
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
 
@@ -80,7 +75,7 @@ async def upload_oauth_credentials(request: Request) -> Response:
         request.app.state.holder.reload()
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
-    return _json({"stored": path.name, "provider": provider})
+    return json_response({"stored": path.name, "provider": provider})
 
 
 ROUTES = [generate_auth_url, oauth_status, upload_oauth_credentials]

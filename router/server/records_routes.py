@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 from litestar import Request, Response, get
 
 from router.protocols import ir
@@ -19,10 +18,10 @@ from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.records import metrics, usage
 from router.records.plane import RecordsPlane
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.management import admin_plan
 
 T = TypeVar("T")
-_encode = msgspec.json.Encoder().encode
 
 
 def _plane(request: Request) -> RecordsPlane:
@@ -49,7 +48,7 @@ async def _from_store(request: Request, query: Callable[[sqlite3.Connection], An
     except sqlite3.Error as exc:
         error = ir.Error(503, "unavailable", f"the state store cannot be read: {exc}")
         return error_response(ADMIN_PROTOCOL, error)
-    return Response(_encode(document), media_type="application/json")
+    return json_response(document)
 
 
 async def _usage(request: Request, pool: str | None) -> Response:

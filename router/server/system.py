@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get
 
 from router.cli import version
@@ -21,11 +20,11 @@ from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL
 from router.providers import connections
 from router.server.errors import error_response
+from router.server.json_response import json_response
 from router.server.management import admin_plan
 from router.server.records_routes import read_store
 from router.state import workers
 
-_encode = msgspec.json.Encoder().encode
 _IMPORTED = time.monotonic()  # the fallback start time where /proc is not there
 _PROC = Path("/proc/self")
 
@@ -87,7 +86,7 @@ async def system(request: Request) -> Response:
     document["state_store"] = str(database) if database is not None else None
     document["workers"] = await _workers(database, document)
     document["mode"] = "standalone" if len(document["workers"]) <= 1 else "workers"
-    return Response(_encode(document), media_type="application/json")
+    return json_response(document)
 
 
 async def _workers(database: Path | None, mine: dict[str, Any]) -> list[dict[str, Any]]:

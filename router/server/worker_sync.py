@@ -209,9 +209,12 @@ class WorkerSync:
             log.warning("state store unavailable to this worker (%s); trying again", exc)
 
 
-def health_book(plan: Plan) -> dict[str, dict[str, dict[str, Any]]]:
+HealthBook = dict[str, dict[str, dict[str, Any]]]  # pool -> instance id -> health fields
+
+
+def health_book(plan: Plan) -> HealthBook:
     """This worker's health of every instance, as `/provider_health` shows it."""
-    book: dict[str, dict[str, dict[str, Any]]] = {}
+    book: HealthBook = {}
     for provider in plan.providers.values():
         for instance in provider.instances:
             view = instance_view(provider, instance)

@@ -117,18 +117,14 @@ async def providers(request: Request) -> Response:
     plan = admitted(request)
     if isinstance(plan, Response):
         return plan
-    day = providers_api._today()
-    found = await providers_api._usage_today(request, day)
-    pools = {
-        p.name: providers_api._pool(plan, p, found)
-        for p in sorted(plan.providers.values(), key=lambda p: p.name)
-    }
+    pools = sorted(plan.providers.values(), key=lambda p: p.name)
+    document = await providers_api.providers_document(request, plan, pools)
     context = {
         "title": "Providers",
         "plan": plan,
-        "pools": pools,
-        "day": day,
-        "usage_available": found is not None,
+        "pools": document["providers"],
+        "day": document["day"],
+        "usage_available": document["usage_available"],
         "worker": os.getpid(),
     }
     return _page_or_fragment(request, "providers.html", "_providers.html", context)

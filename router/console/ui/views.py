@@ -3,37 +3,21 @@ the health of the instances as /provider_health shows it, the compiled routes.""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sqlite3
 from typing import Any
 
 from litestar import Request
 
 from router.compiler.plan import Plan
 from router.console.ui import charts
-from router.server.health_view import merge
+from router.server.health_view import merge, worker_books
 from router.server.management import provider_health_document
-from router.server.records_routes import read_store
-from router.server.worker_sync import health_book
-from router.state import workers
 
 
 async def health_document(request: Request, plan: Plan) -> dict[str, Any]:
     """The instances' health as `GET /provider_health` answers it: merged over the
-    server's workers when they share a state store, else this worker's own."""
+    server's workers."""
     document = provider_health_document(plan)
-    database = request.app.state.records.state_database
-    if database is None or request.app.state.sync is None:
-        return document
-    books = {os.getpid(): health_book(plan)}
-    try:
-        rows = await asyncio.to_thread(read_store, database, workers.live)
-    except sqlite3.Error:
-        rows = []
-    for row in rows:
-        books.setdefault(row["pid"], row.get("health") or {})
-    merge(document, plan, books, False)
+    merge(document, await worker_books(request, plan), per_worker=False)
     return document
 
 
