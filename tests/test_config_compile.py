@@ -158,3 +158,65 @@ def test_libyaml_and_pure_python_emitters_write_the_same_dump() -> None:
         fast = yaml.dump(data, Dumper=_Dumper, width=1_000_000, **options)
         slow = yaml.dump(data, Dumper=PurePython, width=1_000_000, **options)
         assert fast == slow == dump(plan)
+
+
+def _write(directory: Path, providers: str, routes: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "providers.yaml").write_text(providers)
+    (directory / "routes.yaml").write_text(routes)
+    return directory
+
+
+@pytest.mark.parametrize("name", ["ui", "metrics", "api"])
+def test_a_pool_named_like_a_path_of_the_server_is_an_error(tmp_path: Path, name: str) -> None:
+    """`/ui/...`, `/metrics`, `/api/...` are the console's: a pool of that name could not
+    be reached by its path prefix."""
+    directory = _write(tmp_path, f"providers:\n  {name}:\n    type: echo\n", f"default: {name}\n")
+    plan, diagnostics = compile_config(directory)
+    assert plan is None
+    [error] = [d for d in diagnostics if d.severity == "error"]
+    assert f"provider name {name!r} is reserved" in str(error)
+    assert str(error).startswith("providers.yaml:2:3")
+
+
+OVERRIDDEN_PROVIDERS = """\
+providers:
+  pool:
+    type: openai-custom
+    instances:
+      - { id: first, base_url: "http://127.0.0.1:9/v1", api_key: k }
+      - { id: second, enabled: false, base_url: "http://127.0.0.1:9/v1", api_key: k }
+  spare:
+    type: openai-custom
+    instances:
+      - { id: only, enabled: false, base_url: "http://127.0.0.1:9/v1", api_key: k }
+"""
+OVERRIDDEN_ROUTES = """\
+default: pool
+routes:
+  - name: spare-route
+    match: { model: spare-* }
+    to: spare
+"""
+
+
+def test_runtime_overrides_route_but_leave_dump_and_generation(tmp_path: Path) -> None:
+    """Overrides set `enabled` as routed (a route whose only instance was disabled in the
+    file becomes active), while the dump and generation keep the files' values."""
+    directory = _write(tmp_path, OVERRIDDEN_PROVIDERS, OVERRIDDEN_ROUTES)
+    plain, _ = compile_config(directory)
+    overrides = {("pool", "first"): False, ("pool", "second"): True, ("spare", "only"): True}
+    overridden, _ = compile_config(directory, overrides=overrides)
+    assert plain is not None and overridden is not None
+    first, second = overridden.providers["pool"].instances
+    assert (first.enabled, first.enabled_in_file, first.override) == (False, True, False)
+    assert (second.enabled, second.enabled_in_file, second.override) == (True, False, True)
+    plain_first = plain.providers["pool"].instances[0]
+    assert (plain_first.enabled, plain_first.override) == (True, None)
+    [spare_plain] = [r for r in plain.routes if r.name == "spare-route"]
+    [spare_now] = [r for r in overridden.routes if r.name == "spare-route"]
+    assert not spare_plain.active and spare_now.active
+    chosen = overridden.resolve(protocol="openai-chat", model="spare-x", headers={}, body={})
+    assert chosen.route.name == "spare-route"
+    assert dump(overridden) == dump(plain)
+    assert overridden.generation == plain.generation

@@ -3,6 +3,7 @@ either way the instance goes live without a restart."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,29 @@ def test_sign_in_from_the_admin_api(gateway):
     assert status["status"] == "done", status
     assert instance_state(gateway)["configured"] is True
     assert ask(gateway, "after sign-in").status_code == 200
+    # the console's live events follow the sign-in: started, then done
+    assert oauth_events(gateway, count=2) == [
+        ("gemini-cli-oauth", "pending"),
+        ("gemini-cli-oauth", "done"),
+    ]
+
+
+def oauth_events(gateway, count: int) -> list[tuple[str, str]]:
+    """The first `count` `oauth` events of the console's event stream (from the start)."""
+    found: list[tuple[str, str]] = []
+    headers = {"authorization": f"Bearer {ADMIN}", "last-event-id": "0.0"}
+    timeout = httpx.Timeout(10, read=5)
+    with httpx.stream("GET", gateway.url + "/api/events", headers=headers, timeout=timeout) as s:
+        kind = None
+        for line in s.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "oauth":
+                data = json.loads(line.removeprefix("data: "))
+                found.append((data["provider"], data["status"]))
+                if len(found) == count:
+                    break
+    return found
 
 
 def test_credentials_written_while_the_gateway_runs_bring_the_instance_live(

@@ -142,7 +142,9 @@ def canonical(plan: Plan, collector: Collector | None = None) -> dict[str, Any]:
             name: _pipeline(plan.pipelines[name], c, c.texts(pipeline_file(name)))
             for name in sorted(plan.pipelines)
         },
-        "routes": [_route(r, c, texts, ("routes", i)) for i, r in enumerate(plan.routes)],
+        "routes": [
+            _route(r, plan.providers, c, texts, ("routes", i)) for i, r in enumerate(plan.routes)
+        ],
     }
     if plan.admin.read_only:  # only when set: dumps of configs without it stay as they were
         out["admin"] = {"read_only": True}
@@ -276,7 +278,7 @@ def _provider(provider: Provider, config_dir: str, c: Collector, texts: Texts) -
     if kind is None:  # else the protocol is what this machine makes of `type`
         out["protocol"] = provider.protocol
     if not c.as_written:
-        out["available"] = provider.available
+        out["available"] = provider.available_in_file
     health = (*at, "health")
     out["models"] = _tree(texts, (*at, "models"), provider.models)
     out["timeout"] = texts.get((*at, "timeout"), _seconds(provider.timeout))
@@ -435,7 +437,9 @@ def _keep_order(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {k: mapping[k] for k in sorted(mapping, key=lambda k: (order.get(k, 2), k))}
 
 
-def _route(route: Route, c: Collector, texts: Texts, at: DataPath) -> dict[str, Any]:
+def _route(
+    route: Route, providers: Mapping[str, Provider], c: Collector, texts: Texts, at: DataPath
+) -> dict[str, Any]:
     # paths are only built when the file wrote something: generation() walks every route
     name = texts.get((*at, "name"), route.name) if texts else route.name
     out: dict[str, Any] = {"name": name}
@@ -451,12 +455,17 @@ def _route(route: Route, c: Collector, texts: Texts, at: DataPath) -> dict[str, 
         if spec.when is not None or texts:
             _put(match, "when", texts, where, spec.when)
     out["match"] = match
-    active = set(map(id, route.targets))
-    out["to"] = [
-        _target(target, c, texts, (*at, "to", index) if texts else at, id(target) in active)
-        for index, target in enumerate(route.declared)
+    # which targets the files make usable: runtime overrides change what the Plan routes
+    # by, not the dump or the generation
+    active = [
+        target.provider in providers and providers[target.provider].available_in_file
+        for target in route.declared
     ]
-    if not c.as_written and not route.active:
+    out["to"] = [
+        _target(target, c, texts, (*at, "to", index) if texts else at, usable)
+        for index, (target, usable) in enumerate(zip(route.declared, active, strict=True))
+    ]
+    if not c.as_written and not any(active):
         out["inactive"] = True
     if route.strict or texts:
         _put(out, "strict", texts, at, True if route.strict else None)

@@ -137,6 +137,13 @@ class Provider:
             return True
         return any(i.enabled and not i.unconfigured for i in self.instances)
 
+    @property
+    def available_in_file(self) -> bool:
+        """`available` as the files have it, runtime overrides aside (the dump's)."""
+        if self.built_in:
+            return True
+        return any(i.enabled_in_file and not i.unconfigured for i in self.instances)
+
 
 Stage = Literal["request", "upstream", "response", "headers"]
 

@@ -37,7 +37,7 @@ _SPECIFIC_KEYS = frozenset().union(*ADAPTER_KEYS.values())
 # instance keys that go to `Instance.options`
 OPTION_KEYS = _SPECIFIC_KEYS | {"max_concurrency", "model_aliases"}
 # First path segments the server owns; a provider of that name could not be addressed.
-RESERVED_NAMES = frozenset({"v1", "v1beta", "api", "health", "provider_health"})
+RESERVED_NAMES = frozenset({"v1", "v1beta", "api", "ui", "metrics", "health", "provider_health"})
 _PROXY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")  # scheme://host...
 
 

@@ -268,6 +268,10 @@ _FLOWS: dict[str, AuthFlow] = {}  # by state
 _TASKS: set[asyncio.Task[None]] = set()
 
 
+# told how a sign-in ended: (the credentials file, None) or (None, why it failed)
+Finished = Callable[[Path | None, str | None], Awaitable[None] | None]
+
+
 async def start_auth(
     plan: Plan | None,
     provider: str,
@@ -277,9 +281,10 @@ async def start_auth(
     callback_port: int | None = None,
     config_dir: str | None = None,
     timeout: float = AUTH_TIMEOUT,
-    on_complete: Callable[[Path], Awaitable[None] | None] | None = None,
+    on_finish: Finished | None = None,
 ) -> dict[str, Any]:
-    """Start a sign-in; its callback is awaited in the background (in this event loop).
+    """Start a sign-in; its callback is awaited in the background (in this event loop),
+    then `on_finish(credentials path, None)` or `on_finish(None, why it failed)`.
     A pending sign-in on the same callback port is cancelled first."""
     settings = settings_for(plan, provider, instance, config_dir, callback_port)
     for state, pending in list(_FLOWS.items()):
@@ -291,7 +296,7 @@ async def start_auth(
     url = await flow.start()
     _forget_finished()
     _FLOWS[flow.state] = flow
-    task = asyncio.get_running_loop().create_task(_finish(flow, timeout, on_complete))
+    task = asyncio.get_running_loop().create_task(_finish(flow, timeout, on_finish))
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
     return {
@@ -304,22 +309,22 @@ async def start_auth(
     }
 
 
-async def _finish(
-    flow: AuthFlow, timeout: float, on_complete: Callable[[Path], Awaitable[None] | None] | None
-) -> None:
+async def _finish(flow: AuthFlow, timeout: float, on_finish: Finished | None) -> None:
+    path: Path | None = None
+    failure: str | None = None
     try:
         path = await flow.wait(timeout)
     except ir.Error as error:
         log.warning("OAuth sign-in for %s failed: %s", flow.settings.provider_type, error.message)
-        return
-    if on_complete is None:
+        failure = error.message
+    if on_finish is None:
         return
     try:
-        result = on_complete(path)
+        result = on_finish(path, failure)
         if asyncio.iscoroutine(result):
             await result
     except Exception:
-        log.exception("after the OAuth sign-in: on_complete failed")
+        log.exception("after the OAuth sign-in: on_finish failed")
 
 
 def _forget_finished() -> None:

@@ -53,8 +53,12 @@ class Relay:
         self.path = path
         self.plan = plan
         self.dropped = 0
-        self._records: list[Outcome] = []
-        self._pending = bytearray()  # encoded, not yet taken by the socket
+        # records encoded as they come, back to back: bytes are not tracked by the
+        # garbage collector, while records kept as objects for a round are traversed by
+        # every collection of the round
+        self._records = bytearray()
+        self._count = 0
+        self._pending = bytearray()  # frames not yet taken by the socket
         self._socket: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -66,20 +70,20 @@ class Relay:
         self._loop = asyncio.get_running_loop()
 
     def __call__(self, outcome: Outcome) -> None:
-        records = self._records
-        if len(records) >= self.capacity:
+        if self._count >= self.capacity:
             self.dropped += 1
             return
-        records.append(outcome)
+        if outcome.exchange is not None:  # the bodies are the prompt log's, not the service's
+            outcome = msgspec.structs.replace(outcome, exchange=None)
+        self._records += self._encode(outcome)
+        self._count += 1
         if self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
-        """Encode what has gathered and send as much as the socket takes now."""
+        """Frame what has gathered and send as much as the socket takes now."""
         self._timer = None
-        if self._records:
-            self._frame(self._records)
-            self._records = []
+        self._frame()
         if self._pending:
             self._send()
         if self._pending and self._loop is not None:  # the rest goes next round
@@ -91,9 +95,7 @@ class Relay:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._records:
-            self._frame(self._records)
-            self._records = []
+        self._frame()
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
             if not self._send():
@@ -102,15 +104,18 @@ class Relay:
             log.warning("records service unreachable: records of the last moments lost")
         self._disconnect()
 
-    def _frame(self, batch: list[Outcome]) -> None:
+    def _frame(self) -> None:
+        """The gathered records as one frame: the msgpack of `(generation, [records])`,
+        written around the records already encoded."""
+        if not self._count:
+            return
         plan = self.plan()
-        records = [
-            outcome if outcome.exchange is None else msgspec.structs.replace(outcome, exchange=None)
-            for outcome in batch
-        ]
-        payload = self._encode((plan.generation if plan is not None else "", records))
+        head = self._encode(plan.generation if plan is not None else "")
+        count = self._count
+        payload = b"\x92" + head + _array_header(count) + self._records
+        self._records, self._count = bytearray(), 0
         if len(self._pending) + len(payload) > self.backlog:
-            self.dropped += len(batch)
+            self.dropped += count
             return
         self._pending += HEADER.pack(len(payload))
         self._pending += payload
@@ -148,3 +153,12 @@ class Relay:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def _array_header(length: int) -> bytes:
+    """msgpack's header of an array of `length` items."""
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")

@@ -3,6 +3,9 @@ it, or upload an existing credentials file."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import msgspec
 from litestar import Request, Response, get, post
 
@@ -33,6 +36,16 @@ async def generate_auth_url(request: Request, provider: str) -> Response:
         plan = admin_plan(request)
         options = await _options(request)
         holder = request.app.state.holder
+        sync = request.app.state.sync
+        event = {"provider": provider, "instance": options.get("instance")}
+
+        async def finished(path: Path | None, failure: str | None) -> None:
+            if path is not None:
+                await asyncio.to_thread(holder.reload)
+            if sync is not None:
+                state = "done" if path is not None else "failed"
+                sync.note("oauth", {**event, "status": state, "error": failure})
+
         result = await oauth_cli.start_auth(
             plan,
             provider,
@@ -40,10 +53,12 @@ async def generate_auth_url(request: Request, provider: str) -> Response:
             external_host=options.get("callback_host"),
             callback_port=options.get("callback_port"),
             config_dir=plan.config_dir,
-            on_complete=lambda _path: holder.reload(),
+            on_finish=finished,
         )
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
+    if sync is not None:
+        sync.note("oauth", {**event, "status": "pending"})
     return json_response(result)
 
 
