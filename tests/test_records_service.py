@@ -7,10 +7,13 @@ Every wait is bounded, and every process a test touches is gone when it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from router.records import relay
+from router.records.outcome import Outcome
 from tests.conftest import write_config
 from tests.gateway import Gateway
 
@@ -286,3 +291,52 @@ def test_without_the_service_records_wait_in_the_worker(gateway: Gateway) -> Non
     assert all(r["status"] == 200 for r in arrived), arrived
     assert services_of(gateway.process.pid) == {service}
     assert "records service exited" not in gateway.log()
+
+
+def test_the_relay_sends_more_than_the_socket_buffer_at_once(tmp_path: Path) -> None:
+    """A busy second of records is larger than a Unix socket's buffer: the relay sends the
+    rest as soon as the reader has taken what went before, not one buffer per round
+    (which once made a busy worker's backlog, and its memory, grow without end)."""
+    path = str(tmp_path / "records.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    received: list[Outcome] = []
+    decode = relay.decoder().decode
+
+    def read() -> None:
+        connection, _ = listener.accept()
+        with connection, connection.makefile("rb") as stream:
+            while header := stream.read(relay.HEADER.size):
+                (size,) = relay.HEADER.unpack(header)
+                received.extend(decode(stream.read(size))[1])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    record = Outcome(
+        "id", 0.0, "openai-chat", "/v1/chat/completions", "/v1/chat/completions", "127.0.0.1",
+        "key", "m" * 200, "route", (), 200, None, False, None, 0.1, 0.001, None, (), 10, 10,
+    )  # fmt: skip
+    count = 20_000  # about 9 MB: some forty times a socket's buffer
+
+    async def burst() -> float:
+        sink = relay.Relay(path, lambda: None)
+        sink.start()
+        started = time.monotonic()
+        for _ in range(count):
+            sink(record)
+        sink.flush()
+        while len(received) < count and time.monotonic() - started < 10:
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        sink.close()
+        return elapsed
+
+    try:
+        elapsed = asyncio.run(burst())
+    finally:
+        listener.close()
+    assert len(received) == count
+    assert received[-1] == record
+    # one buffer per 0.2 s round would have taken some eight seconds
+    assert elapsed < 2.0, elapsed

@@ -53,15 +53,14 @@ class Relay:
         self.path = path
         self.plan = plan
         self.dropped = 0
-        # records encoded as they come, back to back: bytes are not tracked by the
-        # garbage collector, while records kept as objects for a round are traversed by
-        # every collection of the round
-        self._records = bytearray()
-        self._count = 0
+        # records encoded as they come: bytes are not tracked by the garbage collector,
+        # while records kept as objects for a round are traversed by every collection
+        self._records: list[bytes] = []
         self._pending = bytearray()  # frames not yet taken by the socket
         self._socket: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._writing = False  # the loop sends the rest when the socket can take it
         self._encode = encoder().encode
         self._unreachable_said = False
         self._say_drops = DropReport(self.name)
@@ -70,13 +69,12 @@ class Relay:
         self._loop = asyncio.get_running_loop()
 
     def __call__(self, outcome: Outcome) -> None:
-        if self._count >= self.capacity:
+        if len(self._records) >= self.capacity:
             self.dropped += 1
             return
         if outcome.exchange is not None:  # the bodies are the prompt log's, not the service's
             outcome = msgspec.structs.replace(outcome, exchange=None)
-        self._records += self._encode(outcome)
-        self._count += 1
+        self._records.append(self._encode(outcome))
         if self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(self.interval, self.flush)
 
@@ -84,17 +82,30 @@ class Relay:
         """Frame what has gathered and send as much as the socket takes now."""
         self._timer = None
         self._frame()
-        if self._pending:
+        if self._pending and not self._writing:
             self._send()
-        if self._pending and self._loop is not None:  # the rest goes next round
-            self._timer = self._loop.call_later(self.interval, self.flush)
+            if self._pending and self._socket is not None and self._loop is not None:
+                # the rest goes as soon as the service has read what went before: the
+                # socket's buffer is smaller than a busy worker's second of records
+                self._loop.add_writer(self._socket, self._send_more)
+                self._writing = True
+        if self._pending and self._socket is None and self._loop is not None:
+            self._timer = self._loop.call_later(self.interval, self.flush)  # reconnect then
         self._say_drops(self.dropped)
+
+    def _send_more(self) -> None:
+        self._send()
+        if not self._pending and self._writing:
+            self._stop_writing()
+        if self._pending and self._socket is None and self._timer is None and self._loop:
+            self._timer = self._loop.call_later(self.interval, self.flush)  # reconnect then
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is left, waiting for the socket at most `timeout` seconds."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._stop_writing()
         self._frame()
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
@@ -107,13 +118,14 @@ class Relay:
     def _frame(self) -> None:
         """The gathered records as one frame: the msgpack of `(generation, [records])`,
         written around the records already encoded."""
-        if not self._count:
+        records = self._records
+        if not records:
             return
+        self._records = []
         plan = self.plan()
         head = self._encode(plan.generation if plan is not None else "")
-        count = self._count
-        payload = b"\x92" + head + _array_header(count) + self._records
-        self._records, self._count = bytearray(), 0
+        count = len(records)
+        payload = b"".join((b"\x92", head, _array_header(count), *records))
         if len(self._pending) + len(payload) > self.backlog:
             self.dropped += count
             return
@@ -149,7 +161,13 @@ class Relay:
             self._socket = connection
         return self._socket
 
+    def _stop_writing(self) -> None:
+        if self._writing and self._socket is not None and self._loop is not None:
+            self._loop.remove_writer(self._socket)
+        self._writing = False
+
     def _disconnect(self) -> None:
+        self._stop_writing()
         if self._socket is not None:
             self._socket.close()
             self._socket = None
