@@ -8,9 +8,13 @@ pages carry no inline script or style). No page may show a configured secret."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,7 +22,9 @@ import pytest
 
 from tests.conftest import write_config
 from tests.fakes import FakeUpstream
+from tests.fakes.google import FakeGoogleProcess
 from tests.gateway import Gateway
+from tests.test_gemini_oauth import write_config as write_oauth_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -34,7 +40,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 UPSTREAM_KEY = "sk-ui-upstream-6f0d2c9b81a4"
 ADMIN_KEY = "rk-ui-admin-93e1a7c45b02"
 CLIENT_KEY = "rk-ui-client-1c8d5e2f7a60"
-SECRETS = (UPSTREAM_KEY, ADMIN_KEY, CLIENT_KEY)
+ADMIN_PASSWORD = "ui-password-4b7e9d21c3f8"
+SECRETS = (UPSTREAM_KEY, ADMIN_KEY, CLIENT_KEY, ADMIN_PASSWORD)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -287,12 +294,37 @@ def test_config_page_checks_then_saves(watched: Watched, gateway: Gateway):
     sync_api.expect(page.locator("table.routes")).to_contain_text("added-*")
 
 
+def sync_gateway_url(page: sync_api.Page) -> str:
+    return re.match(r"https?://[^/]+", page.url).group(0)  # type: ignore[union-attr]
+
+
 def test_usage_page(watched: Watched):
     page = sign_in(watched)
     page.goto("/ui/usage")
     table = page.locator("table.usage")
     sync_api.expect(table).to_contain_text("alpha")
     sync_api.expect(table).to_contain_text("gpt-a")
+    # the CSV download: the table's rows, for the same range and grouping
+    link = page.locator("#usage-csv")
+    href = link.get_attribute("href")
+    assert href is not None and href.startswith("/ui/usage.csv?")
+    assert "group_by=day%2Cpool%2Cmodel" in href, href
+    answer = page.request.get(href)
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert answer.headers["content-disposition"].startswith("attachment;")
+    rows = list(csv.reader(io.StringIO(answer.text())))
+    assert rows[0][:4] == ["day", "pool", "model", "requests"]
+    body = rows[1:]
+    assert len(body) == table.locator("tbody tr").count()
+    by_model = {(row[1], row[2]): int(row[3]) for row in body}
+    assert by_model[("alpha", "gpt-a")] >= 3 and by_model[("echo", "echo-1")] >= 1
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename.endswith(".csv")
+    # the same admin check as the pages: no session, no CSV
+    refused = httpx.get(sync_gateway_url(page) + href)
+    assert refused.status_code in (302, 303) and "/ui/login" in refused.headers["location"]
     page.locator('input[name="group_by"][value="model"]').uncheck()
     page.get_by_role("button", name="Show").click()
     sync_api.expect(page.locator("table.usage thead")).not_to_contain_text("model")
@@ -318,7 +350,9 @@ def test_logs_page_lists_requests_and_follows_live_events(watched: Watched, gate
     sync_api.expect(page.locator("table.requests")).to_contain_text("echo")
 
 
-def test_every_page_has_the_security_headers_and_no_secret(watched: Watched, gateway: Gateway):
+def test_every_page_has_the_security_headers_and_no_secret(
+    watched: Watched, gateway: Gateway, tmp_path: Path
+):
     page = sign_in(watched)
     for path in (*PAGES, "/ui/routes/explain?model=gpt-a", "/ui/login"):
         response = page.goto(path)
@@ -329,6 +363,10 @@ def test_every_page_has_the_security_headers_and_no_secret(watched: Watched, gat
         assert headers["referrer-policy"] == "no-referrer", path
         no_secret(response.text())
         no_secret(page.content())
+        name = path.removeprefix("/ui/").split("?")[0].replace("/", "-") or "dashboard"
+        shot = tmp_path / f"{name}.png"
+        page.screenshot(path=shot, full_page=True)
+        assert shot.stat().st_size > 0, shot
     for name in ("console.js", "console.css", "htmx.min.js", "htmx.LICENSE"):
         response = httpx.get(f"{gateway.url}/ui/static/{name}")  # open: no session needed
         assert response.status_code == 200, name
@@ -348,6 +386,206 @@ def test_sign_out(watched: Watched):
     page.wait_for_url(re.compile(r"/ui/login"))
     page.goto("/ui/providers")  # the session is gone
     assert re.search(r"/ui/login\?next=/ui/providers", page.url), page.url
+
+
+def openai_client(gateway: Gateway):
+    openai = pytest.importorskip("openai")
+    http = httpx.Client(trust_env=False, timeout=20)
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY, http_client=http)
+
+
+def test_a_request_shows_in_the_live_logs_within_two_seconds(watched: Watched, gateway: Gateway):
+    page = sign_in(watched)
+    page.goto("/ui/logs")
+    sync_api.expect(page.locator("#live-status")).to_have_text("live")
+    client = openai_client(gateway)
+    answer = client.chat.completions.create(
+        model="echo-sdk-live", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert answer.choices[0].message.content
+    live = page.locator("#live-list .event-request").filter(has_text="echo-sdk-live")
+    sync_api.expect(live).to_have_count(1, timeout=2_000)
+
+
+def test_no_page_or_admin_answer_shows_a_secret(watched: Watched, gateway: Gateway):
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    changed = httpx.post(
+        gateway.url + "/api/admin-password", json={"password": ADMIN_PASSWORD}, headers=admin
+    )
+    assert changed.status_code == 200, changed.text
+    assert ADMIN_PASSWORD not in changed.text
+    # the password opens the console (so it is the one configured), then every page
+    page = watched.page
+    page.goto("/ui/login")
+    page.check('input[name="kind"][value="password"]')
+    page.fill("#secret", ADMIN_PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/ui/$"))
+    for path in (*PAGES, "/ui/routes/explain?model=gpt-a", "/ui/usage.csv", "/ui/login"):
+        response = page.goto(path) if not path.endswith(".csv") else None
+        if response is not None:
+            assert response.status == 200, path
+            no_secret(response.text())
+            no_secret(page.content())
+        answer = httpx.get(gateway.url + path, headers=admin, timeout=10)
+        assert answer.status_code == 200, path
+        no_secret(answer.text)
+    apis = (
+        "/api/providers",
+        "/api/config",
+        "/api/upload-configs",
+        "/api/system",
+        "/api/usage",
+        "/api/requests",
+        "/provider_health",
+        "/metrics",
+        "/api/session",
+    )
+    for path in apis:
+        answer = httpx.get(gateway.url + path, headers=admin, timeout=10)
+        assert answer.status_code == 200, (path, answer.status_code)
+        no_secret(answer.text)
+        # and as the browser's session sees it (/provider_health and /metrics may take
+        # a key only)
+        seen = page.request.get(path)
+        assert seen.status in (200, 401), (path, seen.status)
+        no_secret(seen.text())
+
+
+def test_disabling_an_instance_steers_the_next_requests(browser: sync_api.Browser, tmp_path: Path):
+    with (
+        FakeUpstream.start(api_key=UPSTREAM_KEY) as first,
+        FakeUpstream.start(api_key=UPSTREAM_KEY) as second,
+    ):
+        directory = write_config(
+            tmp_path / "config",
+            {
+                "providers.yaml": f"""
+                    providers:
+                      duo:
+                        type: openai-custom
+                        models: [gpt-d]
+                        instances:
+                          - id: duo-1
+                            base_url: {first.url}/v1
+                            api_key: {UPSTREAM_KEY}
+                            proxy: false
+                          - id: duo-2
+                            base_url: {second.url}/v1
+                            api_key: {UPSTREAM_KEY}
+                            proxy: false
+                    """,
+                "routes.yaml": "default: duo\n",
+            },
+        )
+        env = {"ADMIN_API_KEY": ADMIN_KEY, "REQUIRED_API_KEY": CLIENT_KEY, "ROUTER_WATCH": "0"}
+        with Gateway(directory, env=env) as gateway, watching(browser, gateway) as watch:
+            page = sign_in(watch)
+            page.goto("/ui/providers")
+            row = page.locator('#pool-duo tr[data-instance="duo-1"]')
+            row.get_by_role("button", name="Disable").click()
+            sync_api.expect(page.locator("#action-result")).to_contain_text("disable duo/duo-1: ok")
+            sync_api.expect(row.locator(".badge")).to_have_text("disabled")
+            before = len(first.requests()), len(second.requests())
+            client = openai_client(gateway)
+            for turn in range(4):
+                answer = client.chat.completions.create(
+                    model="gpt-d", messages=[{"role": "user", "content": f"turn {turn}"}]
+                )
+                assert answer.choices[0].message.content
+            after = len(first.requests()), len(second.requests())
+            assert after[0] == before[0], "the disabled instance got a request"
+            assert after[1] == before[1] + 4
+            # enabled again, it is used again (so the instances were both usable)
+            row.get_by_role("button", name="Clear override").click()
+            sync_api.expect(row.locator(".badge")).to_have_text("healthy")
+
+
+@contextmanager
+def watching(browser: sync_api.Browser, gateway: Gateway) -> Iterator[Watched]:
+    """A fresh browser context on `gateway`, checked for errors as `watched` is."""
+    context = browser.new_context(base_url=gateway.url)
+    context.set_default_timeout(15_000)
+    context.add_init_script(WATCH_CSP)
+    watch = Watched(context.new_page())
+    try:
+        yield watch
+        assert watch.problems() == [], "errors in the browser"
+    finally:
+        context.close()
+
+
+def test_login_lockout_in_the_browser(browser: sync_api.Browser, tmp_path: Path):
+    directory = write_config(
+        tmp_path / "config",
+        {
+            "providers.yaml": "providers:\n  echo:\n    type: echo\n",
+            "routes.yaml": "default: echo\n",
+        },
+    )
+    env = {"ADMIN_API_KEY": ADMIN_KEY, "ROUTER_WATCH": "0"}
+    with Gateway(directory, env=env) as gateway, watching(browser, gateway) as watch:
+        watch.expect(r"status of 401")
+        watch.expect(r"status of 429")
+        page = watch.page
+        page.goto("/ui/login")
+        result = page.locator("#login-result")
+        for attempt in range(5):
+            page.fill("#secret", f"wrong-key-{attempt}")
+            with page.expect_response("**/api/login") as answer:
+                page.click("#login-form button[type=submit]")
+            assert answer.value.status == 401, attempt
+            sync_api.expect(result).to_have_text("Wrong admin key or password.")
+        page.fill("#secret", ADMIN_KEY)  # even the right key, now
+        with page.expect_response("**/api/login") as answer:
+            page.click("#login-form button[type=submit]")
+        assert answer.value.status == 429
+        sync_api.expect(result).to_contain_text("Too many failed attempts")
+        assert "/ui/login" in page.url
+
+
+@pytest.fixture(scope="module")
+def google() -> Iterator[FakeGoogleProcess]:
+    process = FakeGoogleProcess.start()
+    yield process
+    process.stop()
+
+
+def test_google_sign_in_from_the_providers_page(
+    browser: sync_api.Browser, google: FakeGoogleProcess, tmp_path: Path
+):
+    directory = tmp_path / "config"
+    directory.mkdir()
+    write_oauth_config(directory, google, "gem-1")
+    env = {"ADMIN_API_KEY": ADMIN_KEY, "ROUTER_WATCH": "0"}
+    with Gateway(directory, env=env) as gateway, watching(browser, gateway) as watch:
+        page = sign_in(watch)
+        page.goto("/ui/providers")
+        pool = page.locator("#pool-gemini-cli-oauth")
+        row = pool.locator('tr[data-instance="gem-1"]')
+        sync_api.expect(row.locator(".badge")).to_have_text("unconfigured")
+        credentials = pool.locator('.oauth-files li[data-instance="gem-1"]')
+        sync_api.expect(credentials).to_contain_text("configs/gemini/oauth_creds.json")
+        sync_api.expect(credentials).to_contain_text("missing")
+        with page.context.expect_page() as opened:
+            row.get_by_role("button", name="Sign in with Google").click()
+        popup = opened.value
+        # the fake consents at once and redirects to the loopback callback
+        popup.wait_for_url(re.compile(r"/oauth2callback\?"))
+        status = page.locator("#oauth-status .oauth-state")
+        sync_api.expect(status).to_have_text("done")
+        sync_api.expect(row.locator(".badge")).to_have_text("healthy")
+        sync_api.expect(credentials).to_contain_text("access token expires")
+        written = json.loads((directory / "configs/gemini/oauth_creds.json").read_text())
+        shown = page.content()
+        for key in ("access_token", "refresh_token"):
+            assert written[key] and written[key] not in shown, key
+        answer = httpx.post(
+            gateway.url + CHAT,
+            json={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=20,
+        )
+        assert answer.status_code == 200, answer.text
 
 
 # ---- without a browser

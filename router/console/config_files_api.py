@@ -136,7 +136,7 @@ def redact_credentials(value: Any, key: str = "") -> Any:
     return value
 
 
-def _expiry(document: Any) -> str | None:
+def credentials_expiry(document: Any) -> str | None:
     """When the access token expires (gemini-cli's `expiry_date` in ms, google-auth's
     `expiry`, authlib's `expires_at` in s), as RFC 3339."""
     if not isinstance(document, dict):
@@ -163,7 +163,7 @@ def _view(found: ConfigFile) -> dict[str, Any]:
         document["error"] = "not JSON: not shown"
         return document
     document["content"] = redact_credentials(parsed)
-    document["expiry"] = _expiry(parsed)
+    document["expiry"] = credentials_expiry(parsed)
     return document
 
 

@@ -70,6 +70,11 @@ DEFAULTS: Mapping[str, OAuthDefaults] = {
 }
 
 
+def signs_in_with_google(provider_type: str) -> bool:
+    """Whether instances of `provider_type` sign in with Google OAuth (have DEFAULTS)."""
+    return provider_type in DEFAULTS
+
+
 @dataclass(frozen=True, slots=True)
 class OAuthSettings:
     provider_type: str

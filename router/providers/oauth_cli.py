@@ -41,6 +41,7 @@ from router.providers.google_oauth import (
     credentials_from_token,
     oauth_client,
     oauth_settings,
+    signs_in_with_google,
     token_error,
     token_failures,
     write_credentials,
@@ -74,7 +75,7 @@ def resolve_target(
         else:
             pools = [p for p in plan.providers.values() if p.type == provider]
     for pool in pools:
-        if pool.type not in DEFAULTS:
+        if not signs_in_with_google(pool.type):
             raise ir.Error(400, "invalid_request", f"provider {provider!r} does not use OAuth")
         for candidate in pool.instances:
             if instance is None or candidate.id == instance:
@@ -83,7 +84,7 @@ def resolve_target(
         raise ir.Error(404, "not_found", f"no instance {instance!r} in provider {provider!r}")
     if pools:
         return pools[0].type, pools[0], None
-    if provider in DEFAULTS:
+    if signs_in_with_google(provider):
         return provider, None, None
     raise ir.Error(404, "not_found", f"unknown OAuth provider {provider!r}")
 

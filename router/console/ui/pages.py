@@ -10,6 +10,8 @@ API itself: console.js sends each unsafe request with the session's `x-csrf-toke
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 import os
 import sqlite3
@@ -31,6 +33,7 @@ from router.console.ui.web import (
     redirect,
     render,
     safe_next,
+    secured,
     static_file,
 )
 from router.protocols import ir
@@ -119,10 +122,12 @@ async def providers(request: Request) -> Response:
         return plan
     pools = sorted(plan.providers.values(), key=lambda p: p.name)
     document = await providers_api.providers_document(request, plan, pools)
+    oauth = await asyncio.to_thread(views.oauth_credentials, plan)
     context = {
         "title": "Providers",
         "plan": plan,
         "pools": document["providers"],
+        "oauth": oauth,
         "day": document["day"],
         "usage_available": document["usage_available"],
         "worker": os.getpid(),
@@ -211,17 +216,94 @@ async def config(request: Request) -> Response:
 # ---- usage and logs
 
 
+def _usage_params(request: Request) -> dict[str, Any]:
+    query = dict(request.query_params)
+    if "group_by" in query:  # the form's: a hidden empty one, then those checked
+        groups = [
+            g
+            for value in request.query_params.getall("group_by", [])
+            for g in value.split(",")
+            if g
+        ]
+    else:
+        groups = list(DEFAULT_GROUPS)
+    query["group_by"] = ",".join(groups)
+    return query
+
+
+USAGE_COLUMNS = (
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "cancelled",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "avg_latency_ms",
+    "cost_usd",
+)
+
+
+def usage_csv_text(document: dict[str, Any]) -> str:
+    """The usage table's rows (as the page shows them, without the total) as CSV."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    groups = list(document["group_by"])
+    writer.writerow([*groups, *USAGE_COLUMNS])
+    for row in document["rows"]:
+        errors = row.get("errors") or {}
+        requests = row.get("requests") or 0
+        latency = round(row["duration_s"] / requests * 1000, 1) if requests else ""
+        writer.writerow(
+            [
+                *("" if row.get(g) is None else row.get(g) for g in groups),
+                requests,
+                errors.get("4xx", 0),
+                errors.get("5xx", 0),
+                errors.get("cancelled", 0),
+                row.get("input_tokens", 0),
+                row.get("output_tokens", 0),
+                row.get("cached_tokens", 0),
+                row.get("reasoning_tokens", 0),
+                latency,
+                f"{row.get('cost_usd') or 0:.4f}",
+            ]
+        )
+    return out.getvalue()
+
+
+@get("/ui/usage.csv", include_in_schema=False)
+async def usage_csv(request: Request) -> Response:
+    """The usage page's table as a CSV download, for the same from/to/group_by."""
+    plan = admitted(request)
+    if isinstance(plan, Response):
+        return plan
+    query = _usage_params(request)
+    try:
+        first, last, grouped = usage.usage_query(query)
+    except ir.Error as error:
+        return secured(Response(error.message, status_code=400, media_type="text/plain"))
+    document, problem = await _from_store(request, lambda c: usage.usage(c, first, last, grouped))
+    if document is None:
+        return secured(Response(problem or "", status_code=503, media_type="text/plain"))
+    name = f"usage-{document['from']}-{document['to']}.csv"
+    response = Response(
+        usage_csv_text(document),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+    response.headers["cache-control"] = "no-store"
+    return secured(response)
+
+
 @get("/ui/usage", include_in_schema=False)
 async def usage_page(request: Request) -> Response:
     plan = admitted(request)
     if isinstance(plan, Response):
         return plan
-    query = dict(request.query_params)
-    if "group_by" in query:  # the form's: a hidden empty one, then those checked
-        groups = [g for g in request.query_params.getall("group_by", []) if g]
-    else:
-        groups = list(DEFAULT_GROUPS)
-    query["group_by"] = ",".join(groups)
+    query = _usage_params(request)
+    groups = [g for g in query["group_by"].split(",") if g]
     document, problem = None, None
     try:
         first, last, grouped = usage.usage_query(query)
@@ -305,6 +387,7 @@ ROUTES = [
     explain,
     config,
     usage_page,
+    usage_csv,
     logs,
     system,
 ]

@@ -3,12 +3,17 @@ the health of the instances as /provider_health shows it, the compiled routes.""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from litestar import Request
 
 from router.compiler.plan import Plan
+from router.console.config_files_api import credentials_expiry
 from router.console.ui import charts
+from router.providers.google_oauth import oauth_settings, signs_in_with_google
 from router.server.health_view import merge, worker_books
 from router.server.management import provider_health_document
 
@@ -19,6 +24,36 @@ async def health_document(request: Request, plan: Plan) -> dict[str, Any]:
     document = provider_health_document(plan)
     merge(document, await worker_books(request, plan), per_worker=False)
     return document
+
+
+def oauth_credentials(plan: Plan) -> dict[str, dict[str, dict[str, Any]]]:
+    """For each Google OAuth pool, each instance's credentials file: where it is (relative
+    to the config dir when inside it), whether it exists, and when its access token
+    expires. Never its tokens. Blocking (reads files)."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    root = Path(plan.config_dir).resolve() if plan.config_dir else None
+    for name, pool in plan.providers.items():
+        if not signs_in_with_google(pool.type):
+            continue
+        rows = found.setdefault(name, {})
+        for instance in pool.instances:
+            path = oauth_settings(pool.type, pool, instance, plan.config_dir).credentials
+            shown = str(path)
+            if root is not None and path.resolve().is_relative_to(root):
+                shown = os.path.relpath(path.resolve(), root).replace(os.sep, "/")
+            row: dict[str, Any] = {"path": shown, "exists": False, "expiry": None}
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                rows[instance.id] = row
+                continue
+            row["exists"] = True
+            try:
+                row["expiry"] = credentials_expiry(json.loads(text))
+            except ValueError:
+                row["expiry"] = None
+            rows[instance.id] = row
+    return found
 
 
 def chart_list(figures: dict[str, Any]) -> list[Any]:

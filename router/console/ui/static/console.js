@@ -296,9 +296,134 @@
     });
   }
 
+  // ---- Google sign-in (providers page): start it, open Google's page, follow it
+
+  function setupOAuth() {
+    var target = document.getElementById("oauth-status");
+    if (!target) return;
+    var polling = null;
+
+    function show(label, state, lines, link) {
+      target.textContent = "";
+      target.classList.remove("ok", "bad");
+      if (state === "done") target.classList.add("ok");
+      if (state === "failed") target.classList.add("bad");
+      var head = element("p", "result-head", label + ": ");
+      head.appendChild(element("span", "oauth-state", state));
+      target.appendChild(head);
+      var list = element("ul", state === "failed" ? "diagnostics" : "result-lines");
+      (lines || []).forEach(function (line) {
+        list.appendChild(element("li", "", line));
+      });
+      if (link) {
+        var item = element("li", "", "no window opened? ");
+        var anchor = element("a", "", "open Google's sign-in page");
+        anchor.href = link;
+        anchor.target = "_blank";
+        anchor.rel = "noopener noreferrer";
+        item.appendChild(anchor);
+        list.appendChild(item);
+      }
+      if (list.children.length) target.appendChild(list);
+    }
+
+    function refreshProviders() {
+      if (!window.htmx || !document.querySelector("#providers")) return;
+      htmx.trigger("#providers", "refresh");
+    }
+
+    function stop() {
+      if (polling) clearInterval(polling);
+      polling = null;
+    }
+
+    function follow(label, state, link) {
+      stop();
+      var asking = false;
+      polling = setInterval(function () {
+        if (asking) return;
+        asking = true;
+        fetch("/api/oauth/" + encodeURIComponent(state), {
+          credentials: "same-origin",
+          cache: "no-store",
+        })
+          .then(function (response) {
+            return response.text().then(function (text) {
+              var body = parse(text) || {};
+              if (!response.ok) {
+                stop();
+                show(label, "failed", errorLines(response.status, body));
+                return;
+              }
+              if (body.status === "done") {
+                stop();
+                show(label, "done", ["credentials saved; the instance is configured"]);
+                refreshProviders(); // again once every worker has reloaded
+                setTimeout(refreshProviders, 1000);
+                setTimeout(refreshProviders, 3000);
+              } else if (body.status === "failed") {
+                stop();
+                show(label, "failed", [body.error || "the sign-in failed"]);
+              } else {
+                show(label, "pending", ["waiting for Google's sign-in to finish"], link);
+              }
+            });
+          })
+          .catch(function () {
+            show(label, "pending", ["no answer from the server; retrying"], link);
+          })
+          .then(function () {
+            asking = false;
+          });
+      }, 1000);
+    }
+
+    document.addEventListener("click", function (evt) {
+      var button = evt.target && evt.target.closest ? evt.target.closest("button.oauth-sign-in") : null;
+      if (!button) return;
+      evt.preventDefault();
+      var label = button.getAttribute("data-label") || "sign-in";
+      // opened now, while the click counts as the user's: a popup blocker allows it
+      var popup = window.open("about:blank", "_blank");
+      stop();
+      show(label, "starting", []);
+      loadCsrf()
+        .then(function (token) {
+          var headers = { "Content-Type": "application/json" };
+          if (token) headers["x-csrf-token"] = token;
+          var body = {};
+          if (button.getAttribute("data-instance")) body.instance = button.getAttribute("data-instance");
+          return fetch(button.getAttribute("data-oauth-url"), {
+            method: "POST",
+            credentials: "same-origin",
+            headers: headers,
+            body: JSON.stringify(body),
+          });
+        })
+        .then(function (response) {
+          return response.text().then(function (text) {
+            var body = parse(text);
+            if (!response.ok || !body || !body.auth_url) {
+              if (popup) popup.close();
+              show(label, "failed", errorLines(response.status, body));
+              return;
+            }
+            if (popup && !popup.closed) popup.location.href = body.auth_url;
+            show(label, "pending", ["waiting for Google's sign-in to finish"], body.auth_url);
+            follow(label, body.state, body.auth_url);
+          });
+        })
+        .catch(function () {
+          if (popup) popup.close();
+          show(label, "failed", ["no answer from the server"]);
+        });
+    });
+  }
+
   function start() {
     setupLogin();
     setupLive();
+    setupOAuth();
     if (!onLogin && !csrf) loadCsrf();
   }
 
