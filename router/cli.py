@@ -187,15 +187,13 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from router.compiler.explain import explain
-    from router.compiler.probe import make_probe
+    from router.compiler.probe import header_lines, make_probe
 
-    headers = {}
-    for item in args.header:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            print(f"router explain: --header {item!r}: expected 'Name: value'", file=sys.stderr)
-            return 2
-        headers[name.strip().lower()] = value.strip()
+    try:
+        headers = header_lines(args.header)
+    except ValueError as exc:
+        print(f"router explain: --{exc}", file=sys.stderr)
+        return 2
     body = None
     if args.body is not None:
         body = _read_body(args.body)

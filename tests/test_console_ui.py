@@ -266,6 +266,15 @@ def test_routes_page_explains(watched: Watched):
     page.select_option('select[name="protocol"]', "anthropic")
     page.get_by_role("button", name="Explain").click()
     sync_api.expect(page.locator("#explained pre")).to_contain_text("=> route 'echo'")
+    # headers, one a line, as `router explain --header`: the override header picks the pool
+    page.fill('textarea[name="headers"]', "Model-Provider: alpha")
+    page.get_by_role("button", name="Explain").click()
+    sync_api.expect(page.locator("#explained pre")).to_contain_text(
+        "header model-provider: 'alpha': selects it"
+    )
+    page.fill('textarea[name="headers"]', "no colon here")
+    page.get_by_role("button", name="Explain").click()
+    sync_api.expect(page.locator("#explained")).to_contain_text("expected 'Name: value'")
 
 
 def test_config_page_checks_then_saves(watched: Watched, gateway: Gateway):
@@ -304,6 +313,11 @@ def test_usage_page(watched: Watched):
     table = page.locator("table.usage")
     sync_api.expect(table).to_contain_text("alpha")
     sync_api.expect(table).to_contain_text("gpt-a")
+    # charts per day: requests, tokens and cost, each an SVG with today's point
+    charts = page.locator(".charts svg")
+    sync_api.expect(charts).to_have_count(3)
+    sync_api.expect(page.locator(".charts")).to_contain_text("Requests per day")
+    assert page.locator(".charts svg").first.locator("circle, polyline, path").count() > 0
     # the CSV download: the table's rows, for the same range and grouping
     link = page.locator("#usage-csv")
     href = link.get_attribute("href")

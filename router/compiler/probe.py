@@ -6,7 +6,7 @@ so the server and explain resolve, map and pick the upstream model the same way.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,21 @@ def split_path(path: str) -> tuple[str | None, str]:
     if parts[0] and parts[0] not in paths.API_ROOTS:
         return parts[0], "/" + (parts[1] if len(parts) > 1 else "")
     return None, path
+
+
+def header_lines(lines: Iterable[str]) -> dict[str, str]:
+    """`Name: value` lines (`router explain --header`, the console's explain form) as
+    request headers, names lower-case; blank lines skipped. ValueError for a line
+    without a name and a colon."""
+    headers = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"header {line!r}: expected 'Name: value'")
+        headers[name.strip().lower()] = value.strip()
+    return headers
 
 
 def make_probe(

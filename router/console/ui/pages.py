@@ -21,7 +21,7 @@ from litestar import Request, Response, get
 
 from router.compiler import dump
 from router.compiler.explain import explain as explain_text
-from router.compiler.probe import make_probe
+from router.compiler.probe import header_lines, make_probe
 from router.console import providers_api
 from router.console.config_api import read_only
 from router.console.config_writes import config_files, read
@@ -157,7 +157,8 @@ async def routes(request: Request) -> Response:
 
 @get("/ui/routes/explain", include_in_schema=False)
 async def explain(request: Request) -> Response:
-    """`router explain` for a model, protocol and optional path, against the live plan."""
+    """`router explain` for a model, protocol, optional path and headers (one `Name: value`
+    a line), against the live plan."""
     plan = admitted(request)
     if isinstance(plan, Response):
         return plan
@@ -171,6 +172,7 @@ async def explain(request: Request) -> Response:
                 protocol=protocol,
                 model=query.get("model") or None,
                 path=query.get("path") or None,
+                headers=header_lines((query.get("headers") or "").splitlines()),
             )
             explained, problem = explain_text(plan, probe), None
         except ValueError as exc:
@@ -304,16 +306,19 @@ async def usage_page(request: Request) -> Response:
         return plan
     query = _usage_params(request)
     groups = [g for g in query["group_by"].split(",") if g]
-    document, problem = None, None
+    document, daily, problem = None, None, None
     try:
         first, last, grouped = usage.usage_query(query)
     except ir.Error as error:
         first, last, grouped, problem = query.get("from"), query.get("to"), (), error.message
     else:
-        document, problem = await _from_store(
-            request, lambda c: usage.usage(c, first, last, grouped)
+        found, problem = await _from_store(
+            request,
+            lambda c: (usage.usage(c, first, last, grouped), usage.usage(c, first, last, ("day",))),
         )
+        document, daily = found or (None, None)
     context = {
+        "charts": views.usage_charts(daily["rows"]) if daily else [],
         "title": "Usage",
         "plan": plan,
         "usage": document,

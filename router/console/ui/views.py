@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,25 @@ def route_rows(plan: Plan) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def usage_charts(days: list[dict[str, Any]]) -> list[Any]:
+    """Requests, tokens and cost per UTC day (the usage API's rows grouped by day)."""
+
+    def series(value: Any) -> list[tuple[float, float]]:
+        return [(_midnight(row["day"]), value(row)) for row in days if row.get("day")]
+
+    return [
+        charts.line_chart(series(lambda r: r["requests"]), title="Requests per day"),
+        charts.line_chart(
+            series(lambda r: r["input_tokens"]),
+            title="Tokens per day",
+            label="input",
+            more=[("output", series(lambda r: r["output_tokens"]))],
+        ),
+        charts.line_chart(series(lambda r: r["cost_usd"]), title="Cost per day", unit=" USD"),
+    ]
+
+
+def _midnight(day: str) -> float:
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
