@@ -286,6 +286,11 @@ def test_config_page_checks_then_saves(watched: Watched, gateway: Gateway):
     section = page.locator('section[data-file="routes.yaml"]')
     editor = section.locator("textarea")
     assert editor.input_value() == before
+    # the file highlighted: its text exactly, keys marked
+    view = section.locator("pre.yaml")
+    assert view.inner_text() == before.rstrip("\n") or view.inner_text() == before
+    sync_api.expect(view.locator("span.yaml-key").first).to_be_visible()
+    assert "routes" in view.locator("span.yaml-key").all_inner_texts()
     broken = before + "  - name: broken\n    match: { model: nope }\n    to: [nowhere]\n"
     editor.fill(broken)
     section.get_by_role("button", name="Save routes.yaml").click()

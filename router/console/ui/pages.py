@@ -27,6 +27,7 @@ from router.console.config_api import read_only
 from router.console.config_writes import config_files, read
 from router.console.secrets import mask_text
 from router.console.ui import series, views
+from router.console.ui.highlight import highlight_yaml
 from router.console.ui.web import (
     admitted,
     is_fragment,
@@ -209,6 +210,7 @@ async def config(request: Request) -> Response:
         "title": "Config",
         "plan": plan,
         "files": files,
+        "highlighted": {name: highlight_yaml(text) for name, text in files.items()},
         "compiled": dump(plan),
         "read_only": read_only(plan),
     }
