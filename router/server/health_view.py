@@ -18,7 +18,7 @@ from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.server.auth import check_client
 from router.server.errors import error_response
 from router.server.json_response import json_response
-from router.server.management import provider_health_document
+from router.server.management import admin_plan, provider_health_document
 from router.server.records_routes import read_store
 from router.server.worker_sync import HealthBook, health_book
 from router.state import workers
@@ -27,7 +27,8 @@ from router.state import workers
 @get("/provider_health")
 async def provider_health(request: Request) -> Response:
     """As open as the generating endpoints: with client keys configured it takes one of
-    them, or an admin key (upstream URLs and error messages are not for everyone)."""
+    them, an admin key or a console session (upstream URLs and error messages are not for
+    everyone)."""
     plan = request.app.state.holder.plan
     if plan is None:
         return json_response({"providers": {}}, 503)
@@ -37,11 +38,21 @@ async def provider_health(request: Request) -> Response:
         try:
             check_client(keys + plan.auth.admin_keys, headers, dict(request.query_params))
         except ir.Error as error:
-            return error_response(ADMIN_PROTOCOL, error)
+            if not _console_session(request):
+                return error_response(ADMIN_PROTOCOL, error)
     document = provider_health_document(plan)
     per_worker = request.query_params.get("per_worker") in ("1", "true")
     merge(document, await worker_books(request, plan), per_worker)
     return json_response(document)
+
+
+def _console_session(request: Request) -> bool:
+    """A signed-in console (its cookie, no key shown) may read it too."""
+    try:
+        admin_plan(request)
+    except ir.Error:
+        return False
+    return True
 
 
 async def worker_books(request: Request, plan: Plan) -> dict[int, HealthBook]:
