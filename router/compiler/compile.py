@@ -26,6 +26,7 @@ from router.compiler.pipelines import compile_pipeline
 from router.compiler.plan import Admin, Plan, Route, Target
 from router.compiler.providers import compile_providers
 from router.compiler.routes import compile_routes
+from router.compiler.state import compile_state
 from router.config.diagnostics import Diagnostic, has_errors, promote_warnings, sort_diagnostics
 from router.config.loaded import LoadedFile, load_file
 from router.config.schema import display_path
@@ -115,7 +116,14 @@ def _compile(ctx: Context) -> Plan | None:
             )
     overrides = data.get("overrides") or {}
     header = overrides.get("header", DEFAULT_HEADER)
-    keys = compile_auth(routes_file, data.get("auth") or {}, ctx.env, ctx.written)
+    keys = compile_auth(
+        routes_file,
+        data.get("auth") or {},
+        ctx.env,
+        ctx.written,
+        None if ctx.providers_unknown else pools,
+    )
+    engines = compile_state(routes_file, data.get("state") or {}, ctx.env)
     if has_errors(ctx.diagnostics) or not isinstance(default, str):
         return None
 
@@ -136,6 +144,7 @@ def _compile(ctx: Context) -> Plan | None:
         default_route=_single("default", default),
         written=ctx.written,
         admin=Admin(read_only=(data.get("admin") or {}).get("read_only", False)),
+        state=engines,
     )
     return replace(plan, generation=generation(plan))
 

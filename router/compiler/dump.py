@@ -28,9 +28,13 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from router.access.keys import ClientKey
 
 from router.compiler.layout import PROVIDERS_FILE, ROUTES_FILE, pipeline_file
 from router.compiler.plan import (
@@ -134,6 +138,7 @@ def canonical(plan: Plan, collector: Collector | None = None) -> dict[str, Any]:
             "header": texts.get(("overrides", "header"), plan.header),
         },
         "auth": _auth(plan, c, texts),
+        **({"state": state} if (state := _state(plan, c, texts)) else {}),
         "providers": {
             name: _provider(plan.providers[name], plan.config_dir, c, providers)
             for name in sorted(plan.providers)
@@ -257,18 +262,55 @@ def _seconds(value: float | None) -> float | int | None:
     return _plain(value)
 
 
-def _auth(plan: Plan, c: Collector, texts: Texts) -> dict[str, list[str]]:
+def _auth(plan: Plan, c: Collector, texts: Texts) -> dict[str, Any]:
     if not c.as_written:
-        return {
+        out: dict[str, Any] = {
             "api_keys": [c.secret(k) for k in plan.auth.api_keys],
             "admin_keys": [c.secret(k) for k in plan.auth.admin_keys],
         }
-    # the keys routes.yaml lists; those from REQUIRED_API_KEY / ADMIN_API_KEY are the
-    # machine's
-    return {
-        kind: [c.secret(None, text) for text in texts.get(("auth", kind), ())]
-        for kind in ("api_keys", "admin_keys")
-    }
+        keys = [c.secret(key.digest) for key in plan.auth.named]
+    else:
+        # the keys routes.yaml lists; those from REQUIRED_API_KEY / ADMIN_API_KEY are the
+        # machine's
+        out = {
+            kind: [c.secret(None, text) for text in texts.get(("auth", kind), ())]
+            for kind in ("api_keys", "admin_keys")
+        }
+        listed = texts.get(("auth", "keys"), ())
+        keys = [
+            text if text and text.lower().startswith("sha256:") else c.secret(None, text)
+            for text in listed
+        ]
+    if plan.auth.named:
+        out["keys"] = [
+            _named_key(key, shown) for key, shown in zip(plan.auth.named, keys, strict=True)
+        ]
+    return out
+
+
+def _named_key(key: ClientKey, shown: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": key.name, "key": shown}
+    if key.models is not None:
+        out["models"] = list(key.models)
+    if key.providers is not None:
+        out["providers"] = sorted(key.providers)
+    if key.limits:
+        out["limits"] = key.limits.as_dict()
+    if key.expires is not None:
+        out["expires"] = datetime.fromtimestamp(key.expires, UTC).isoformat()
+    return out
+
+
+def _state(plan: Plan, c: Collector, texts: Texts) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for engine in ("redis", "database"):
+        secret = getattr(plan.state, engine)
+        text = texts.get(("state", engine))
+        if secret is not None:
+            out[engine] = c.url(secret.value, text)
+    if plan.state.fail_closed:
+        out["fail_closed"] = True
+    return out
 
 
 def _provider(provider: Provider, config_dir: str, c: Collector, texts: Texts) -> dict[str, Any]:

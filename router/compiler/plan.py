@@ -15,6 +15,7 @@ from router.compiler.written import Written
 from router.protocols import ir
 
 if TYPE_CHECKING:
+    from router.access.keys import ClientKey
     from router.compiler.matcher import MatchSpec, RouteMatcher
 
 
@@ -211,6 +212,24 @@ class Resolution:
 class Auth:
     api_keys: tuple[Secret, ...] = ()
     admin_keys: tuple[Secret, ...] = ()
+    # every client key, unrestricted ones included, by the hex sha256 of the key
+    keys: Mapping[str, ClientKey] = field(default_factory=dict, compare=False)
+    named: tuple[ClientKey, ...] = ()  # `auth.keys`, in file order
+
+    @property
+    def open(self) -> bool:
+        """No client key is configured (runtime keys aside): requests need none."""
+        return not self.keys
+
+
+@dataclass(frozen=True, slots=True)
+class StateEngines:
+    """`state:` of routes.yaml (else ROUTER_REDIS_URL / ROUTER_DATABASE_URL): the shared
+    engines of a set of servers. None: the embedded store alone."""
+
+    redis: Secret | None = None
+    database: Secret | None = None  # a PostgreSQL URL
+    fail_closed: bool = False  # limits refuse (503) rather than pass while Redis is away
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +258,7 @@ class Plan:
     direct: Mapping[str, Route] = field(repr=False, compare=False, kw_only=True)
     default_route: Route = field(repr=False, compare=False, kw_only=True)
     admin: Admin = field(default_factory=Admin, kw_only=True)
+    state: StateEngines = field(default_factory=StateEngines, kw_only=True)
     # the `${...}` texts and values as written, for `router compile`; never used to serve
     written: Written = field(default_factory=Written, repr=False, compare=False, kw_only=True)
 

@@ -18,7 +18,7 @@ Each package is laid out the same way, one module per section, in this order:
 
 A package may add a module for a concern only it has (gemini/schema.py: Gemini's
 dialect of JSON Schema). A package knows only itself, `ir`, the shared `sse` helpers and
-this interface."""
+this interface (and `ratelimit`, the shared formatting of rate-limit values)."""
 
 from __future__ import annotations
 
@@ -116,6 +116,11 @@ class WireProtocol(Protocol):
 
     def error_body(self, err: ir.Error) -> dict[str, Any]:
         """The client error body; its HTTP status is `err.status`."""
+        ...
+
+    def rate_limit_headers(self, rates: ir.RateLimits) -> dict[str, str]:
+        """The protocol's own rate-limit headers for a client key's limits ({} when it
+        has none); sent with answers and with the 429 of a spent limit."""
         ...
 
     def stream_error(self, err: ir.Error, sequence: int = 0) -> bytes:

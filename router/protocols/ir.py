@@ -207,6 +207,19 @@ class Response:
     created: int = 0  # unix seconds
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """A client key's limits as the protocol's rate-limit headers show them; None: that
+    family has no limit. Resets are seconds from now."""
+
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset: float | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset: float | None = None
+
+
 @dataclass(slots=True)
 class Error(Exception):
     """An error in protocol-neutral terms. `kind` is one of ERROR_KINDS."""

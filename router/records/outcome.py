@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -83,6 +83,10 @@ def _request_id() -> str:
     return secrets.token_hex(8)
 
 
+class Settles(Protocol):
+    def settle(self, usage: ir.Usage | None) -> None: ...
+
+
 @dataclass(slots=True)
 class Trace:
     """A request's outcome as it is being learned."""
@@ -109,6 +113,7 @@ class Trace:
     response_bytes: int = 0
     exchange: Exchange | None = field(default_factory=lambda: Exchange() if KEEP_BODIES else None)
     finished: bool = False
+    ticket: Settles | None = None  # a limited key's admission, settled at the finish
 
     def attempt(
         self,
@@ -149,6 +154,8 @@ class Trace:
         self.finished = True
         if status is not None:
             self.status = status
+        if self.ticket is not None:
+            self.ticket.settle(self.usage)
         if not SINKS:
             return
         end = _now()

@@ -1,20 +1,13 @@
-"""Client and admin credentials: where a key is read from and how it is checked."""
+"""Admin credentials: how an admin key is checked (client keys: router.access.gate)."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Mapping
 
+from router.access.gate import presented_key
 from router.compiler.plan import Secret
 from router.protocols import ir
-
-
-def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """The key the client sent: Bearer, x-api-key, x-goog-api-key or ?key=."""
-    authorization = headers.get("authorization")
-    if authorization and authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip()
-    return headers.get("x-api-key") or headers.get("x-goog-api-key") or query.get("key")
 
 
 def key_matches(presented: str, keys: Iterable[Secret]) -> bool:
@@ -30,22 +23,6 @@ def matching_key(presented: str, keys: Iterable[Secret]) -> int | None:
         if hmac.compare_digest(candidate, key.value.encode()):
             found = position
     return found
-
-
-def check_client(
-    keys: tuple[Secret, ...], headers: Mapping[str, str], query: Mapping[str, str]
-) -> str | None:
-    """The name of the client key presented; 401 unless it is a configured one. No keys
-    configured: open, and None."""
-    if not keys:
-        return None
-    presented = presented_key(headers, query)
-    if presented is None:
-        raise ir.Error(401, "authentication", "missing API key")
-    position = matching_key(presented, keys)
-    if position is None:
-        raise ir.Error(401, "authentication", "invalid API key")
-    return keys[position].name or f"key {position + 1}"
 
 
 def check_admin(

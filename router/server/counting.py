@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from router.access.gate import scoped_route
 from router.compiler.plan import Plan, Provider
 from router.compiler.probe import resolve
 from router.pool.select import instances_for
@@ -45,7 +46,7 @@ class Count:
 
 
 async def count_tokens(plan: Plan, inbound: Inbound) -> Count:
-    target = resolve(plan, inbound).route.targets[0]
+    target = scoped_route(resolve(plan, inbound).route, inbound.key).targets[0]
     provider = plan.providers[target.provider]
     model = target.model or inbound.model
     counting = module_for(inbound.protocol).COUNTING

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from router.access.gate import scoped_route
 from router.compiler.plan import Instance, Plan, Provider, Route, Target
 from router.compiler.probe import mapped_body, resolve
 from router.pool.health import HEALTH
@@ -251,7 +252,7 @@ class _Run:
 
 
 async def dispatch(plan: Plan, inbound: Inbound) -> Reply:
-    route = resolve(plan, inbound).route
+    route = scoped_route(resolve(plan, inbound).route, inbound.key)
     if inbound.trace is not None:
         inbound.trace.route = route.name
     return await _Run(plan, inbound, route).walk()

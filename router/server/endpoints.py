@@ -17,13 +17,14 @@ from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
+from router.access.gate import Refused, Ticket, check_model, identify, refusal
+from router.access.keys import ClientKey
 from router.compiler.plan import Plan
 from router.protocols import ir, module_for, paths
 from router.protocols.paths import Endpoint
 from router.providers.upstream import UPSTREAM_WAIT, Stopwatch
 from router.records.outcome import Trace
 from router.server import models
-from router.server.auth import check_client
 from router.server.client_timeouts import BODY_TIMEOUT, body_too_slow
 from router.server.counting import count_tokens
 from router.server.disconnect import ClientGone, Receive, cancel_on_disconnect
@@ -158,13 +159,16 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
     protocol, headers, query = trace.protocol, incoming.headers, incoming.query
     try:
         plan = current_plan(holder)
-        trace.key = check_client(plan.auth.api_keys, headers, query)
+        key = identify(plan, holder.runtime_keys, headers, query)
+        if key is not None:
+            trace.key = key.name
         raw = await incoming.read_body()
         trace.request_bytes = len(raw)
         body = json_object(raw)
         if trace.exchange is not None:
             trace.exchange.request, trace.exchange.headers = body, headers
         model = trace.model = _model_of(body, incoming.model)
+        check_model(key, model)
         stream = trace.stream = _stream_of(body, incoming.endpoint)
         inbound = Inbound(
             protocol=protocol,
@@ -177,10 +181,16 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
             sse=module_for(protocol).sse_requested(query),
             strict=headers.get("x-router-strict", "").lower() in ("1", "true", "yes"),
             trace=trace,
+            key=key,
         )
+        rate_headers = None
+        if key is not None and key.limits:
+            rate_headers = await admit(holder, plan, key, trace)
         reply = await cancel_on_disconnect(incoming.receive, dispatch(plan, inbound))
     except ir.Error as error:
         return _error_reply(trace, error)
+    except Refused as refused:
+        return _error_reply(trace, refused.error, refused.headers)
     except RecursionError:  # a body that decodes but is too deep for the stages after
         return _error_reply(trace, too_deep())
     except Exhausted as exhausted:
@@ -190,7 +200,22 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
         return Reply(499, {})
     if reply.stream is not None:
         reply.headers["cache-control"] = "no-cache"
+    if rate_headers:
+        reply.headers.update(rate_headers)
     return reply
+
+
+async def admit(holder: PlanHolder, plan: Plan, key: ClientKey, trace: Trace) -> dict[str, str]:
+    """Count the request against its key's limits: the protocol's rate-limit headers, or
+    Refused. An admitted request's trace settles it when it ends."""
+    store = holder.limits.for_plan(plan)
+    admission = await store.admit(key.name, key.limits, trace.id)
+    rates = admission.rates
+    headers = module_for(trace.protocol).rate_limit_headers(rates) if rates is not None else {}
+    if not admission.allowed:
+        raise Refused(refusal(admission, key), headers)
+    trace.ticket = Ticket(store, key.name, key.limits, trace.id)
+    return headers
 
 
 def _error_reply(trace: Trace, error: ir.Error, headers: dict[str, str] | None = None) -> Reply:
@@ -303,10 +328,11 @@ async def _count(
         plan = _plan(request)
         headers = _headers(request)
         query = dict(request.query_params)
-        check_client(plan.auth.api_keys, headers, query)
+        key = identify(plan, _holder(request).runtime_keys, headers, query)
         body = await _json_body(request)
         model = _model_of(body, url_model)
-        inbound = Inbound(protocol, body, headers, query, model, False, provider)
+        check_model(key, model)
+        inbound = Inbound(protocol, body, headers, query, model, False, provider, key=key)
         count = await count_tokens(plan, inbound)
     except ir.Error as error:
         return error_response(protocol, error)
@@ -329,8 +355,8 @@ async def list_models(request: Request, provider: str | None = None) -> Response
     protocol = paths.list_protocol(request.url.path, headers, query)
     try:
         plan = _plan(request)
-        check_client(plan.auth.api_keys, headers, query)
-        names = models.reachable_models(plan, provider)
+        key = identify(plan, _holder(request).runtime_keys, headers, query)
+        names = models.reachable_models(plan, provider, key)
     except ir.Error as error:
         return error_response(protocol, error)
     return Response(_encode(module_for(protocol).model_list(names)), media_type="application/json")

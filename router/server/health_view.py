@@ -12,10 +12,11 @@ from typing import Any
 
 from litestar import Request, Response, get
 
+from router.access.gate import identify, presented_key
 from router.compiler.plan import Plan
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
-from router.server.auth import check_client
+from router.server.auth import key_matches
 from router.server.errors import error_response
 from router.server.json_response import json_response
 from router.server.management import admin_plan, provider_health_document
@@ -32,14 +33,15 @@ async def provider_health(request: Request) -> Response:
     plan = request.app.state.holder.plan
     if plan is None:
         return json_response({"providers": {}}, 503)
-    keys = plan.auth.api_keys
-    if keys:
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            check_client(keys + plan.auth.admin_keys, headers, dict(request.query_params))
-        except ir.Error as error:
-            if not _console_session(request):
-                return error_response(ADMIN_PROTOCOL, error)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    query = dict(request.query_params)
+    try:
+        identify(plan, request.app.state.holder.runtime_keys, headers, query)
+    except ir.Error as error:
+        presented = presented_key(headers, query)
+        admin = presented is not None and key_matches(presented, plan.auth.admin_keys)
+        if not admin and not _console_session(request):
+            return error_response(ADMIN_PROTOCOL, error)
     document = provider_health_document(plan)
     per_worker = request.query_params.get("per_worker") in ("1", "true")
     merge(document, await worker_books(request, plan), per_worker)

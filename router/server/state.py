@@ -12,8 +12,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from router.access.gate import LimitStores
+from router.access.keys import ClientKey
 from router.compiler import compile_config
 from router.compiler.plan import Plan
+from router.records.store import state_dir
 
 log = logging.getLogger("router.reload")
 
@@ -35,6 +38,9 @@ class PlanHolder:
         self.listeners: list[Callable[[bool], None]] = []  # told each reload's result
         # runtime overrides of instances' `enabled` (router.state.overrides), compiled in
         self.overrides: Mapping[tuple[str, str], bool] = {}
+        # keys made at run time (POST /api/keys), by digest; revoked ones stay, marked
+        self.runtime_keys: Mapping[str, ClientKey] = {}
+        self.limits = LimitStores(state_dir())  # the limit store of limited keys
         self._lock = threading.Lock()
 
     def reload(self, fingerprint: tuple = ()) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from router.access.keys import ClientKey
 from router.compiler.plan import Pipeline, Provider, Target
 from router.compiler.probe import context, upstream_model
 from router.protocols import ir, module_for
@@ -38,6 +39,7 @@ class Inbound:
     sse: bool = True  # a stream's framing: SSE, or one JSON array (Gemini without alt=sse)
     strict: bool = False  # the request opted into strict loss policy
     trace: Trace | None = None  # its outcome record, as it is being learned
+    key: ClientKey | None = None  # the client key it came with (None: an open gateway)
 
 
 @dataclass(slots=True)

@@ -27,7 +27,12 @@ from router.protocols.anthropic.counting import (
     count_from,
     parse_count_request,
 )
-from router.protocols.anthropic.errors import error_body, parse_error, stream_error
+from router.protocols.anthropic.errors import (
+    error_body,
+    parse_error,
+    rate_limit_headers,
+    stream_error,
+)
 from router.protocols.anthropic.models import model_list
 from router.protocols.anthropic.request_in import parse_request, sse_requested
 from router.protocols.anthropic.request_out import (
@@ -70,6 +75,7 @@ __all__ = [
     "parse_request",
     "parse_response",
     "parse_usage",
+    "rate_limit_headers",
     "sanitize_tool_id",
     "sse_requested",
     "stream_error",

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from router.protocols import ir
+from router.protocols import ir, ratelimit
 from router.protocols.anthropic.common import _decode
 from router.protocols.sse import named_event
 
@@ -88,3 +88,20 @@ def stream_error(err: ir.Error, sequence: int = 0) -> bytes:
     """The mid-stream `event: error` (`sequence` is not needed: Anthropic events carry no
     sequence number)."""
     return named_event("error", error_body(err))
+
+
+def rate_limit_headers(rates: ir.RateLimits) -> dict[str, str]:
+    """Anthropic's `anthropic-ratelimit-*` headers for a client key's limits."""
+    headers: dict[str, str] = {}
+    for family, limit, remaining, reset in (
+        ("requests", rates.requests_limit, rates.requests_remaining, rates.requests_reset),
+        ("tokens", rates.tokens_limit, rates.tokens_remaining, rates.tokens_reset),
+    ):
+        if limit is None:
+            continue
+        headers[f"anthropic-ratelimit-{family}-limit"] = str(limit)
+        if remaining is not None:
+            headers[f"anthropic-ratelimit-{family}-remaining"] = str(remaining)
+        if reset is not None:
+            headers[f"anthropic-ratelimit-{family}-reset"] = ratelimit.moment_after(reset)
+    return headers

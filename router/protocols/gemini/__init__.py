@@ -36,7 +36,7 @@ from router.protocols.gemini.counting import (
     count_from,
     parse_count_request,
 )
-from router.protocols.gemini.errors import error_body, parse_error, stream_error
+from router.protocols.gemini.errors import error_body, parse_error, rate_limit_headers, stream_error
 from router.protocols.gemini.models import model_list
 from router.protocols.gemini.request_in import parse_request, sse_requested
 from router.protocols.gemini.request_out import build_request
@@ -66,6 +66,7 @@ __all__ = [
     "parse_error",
     "parse_request",
     "parse_response",
+    "rate_limit_headers",
     "sse_requested",
     "standard_base64",
     "stream_error",

@@ -83,3 +83,8 @@ def stream_error(err: ir.Error, sequence: int = 0) -> bytes:
     """Gemini has no error event: a relayed SSE stream ends with a chunk holding the error
     body. `sequence` is not needed."""
     return data_line(error_body(err))
+
+
+def rate_limit_headers(rates: ir.RateLimits) -> dict[str, str]:
+    """None: Gemini's API sends no rate-limit headers (a 429 says when to retry)."""
+    return {}

@@ -24,7 +24,12 @@ from router.protocols.openai_chat.common import (
     SIGNS_TOOL_CALLS,
 )
 from router.protocols.openai_chat.counting import COUNTING
-from router.protocols.openai_chat.errors import error_body, parse_error, stream_error
+from router.protocols.openai_chat.errors import (
+    error_body,
+    parse_error,
+    rate_limit_headers,
+    stream_error,
+)
 from router.protocols.openai_chat.models import model_list
 from router.protocols.openai_chat.request_in import parse_request, split_data_url, sse_requested
 from router.protocols.openai_chat.request_out import build_request, image_url, reasoning_effort
@@ -58,6 +63,7 @@ __all__ = [
     "parse_request",
     "parse_response",
     "parse_usage",
+    "rate_limit_headers",
     "reasoning_effort",
     "split_data_url",
     "sse_requested",

@@ -22,7 +22,12 @@ from router.protocols.openai_responses.common import (
     SIGNS_TOOL_CALLS,
 )
 from router.protocols.openai_responses.counting import COUNTING
-from router.protocols.openai_responses.errors import error_body, parse_error, stream_error
+from router.protocols.openai_responses.errors import (
+    error_body,
+    parse_error,
+    rate_limit_headers,
+    stream_error,
+)
 from router.protocols.openai_responses.models import model_list
 from router.protocols.openai_responses.request_in import parse_request, sse_requested
 from router.protocols.openai_responses.request_out import build_request
@@ -52,6 +57,7 @@ __all__ = [
     "parse_error",
     "parse_request",
     "parse_response",
+    "rate_limit_headers",
     "sse_requested",
     "stream_error",
     "stream_media_type",

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from router.protocols import ir
+from router.protocols import ir, ratelimit
 from router.protocols.openai_responses.common import _decode
 from router.protocols.sse import named_event
 
@@ -83,3 +83,20 @@ def stream_error(err: ir.Error, sequence: int = 0) -> bytes:
         "sequence_number": sequence,
     }
     return named_event("error", payload)
+
+
+def rate_limit_headers(rates: ir.RateLimits) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*` headers for a client key's limits."""
+    headers: dict[str, str] = {}
+    for family, limit, remaining, reset in (
+        ("requests", rates.requests_limit, rates.requests_remaining, rates.requests_reset),
+        ("tokens", rates.tokens_limit, rates.tokens_remaining, rates.tokens_reset),
+    ):
+        if limit is None:
+            continue
+        headers[f"x-ratelimit-limit-{family}"] = str(limit)
+        if remaining is not None:
+            headers[f"x-ratelimit-remaining-{family}"] = str(remaining)
+        if reset is not None:
+            headers[f"x-ratelimit-reset-{family}"] = ratelimit.duration(reset)
+    return headers

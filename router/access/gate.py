@@ -1,0 +1,157 @@
+"""What the request path asks of access control, in order: whose key this is (401), may
+it use this model (403), may it reach these pools (403), is it within its limits (429).
+Each refusal is an ir.Error, so the client gets it in its own protocol."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from router.access.embedded import FILE_NAME, EmbeddedLimits
+from router.access.keys import ClientKey, Limits, digest
+from router.access.limits import Admission, LimitStore
+from router.protocols import ir
+
+if TYPE_CHECKING:
+    from router.compiler.plan import Plan, Route
+
+log = logging.getLogger("router.limits")
+
+
+def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The key the client sent: Bearer, x-api-key, x-goog-api-key or ?key=."""
+    authorization = headers.get("authorization")
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or query.get("key")
+
+
+def identify(
+    plan: Plan,
+    runtime: Mapping[str, ClientKey],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+) -> ClientKey | None:
+    """The client key presented; 401 unless it is a known, live one. With no client key
+    configured anywhere the gateway is open: None."""
+    if not plan.auth.keys and not runtime:
+        return None
+    presented = presented_key(headers, query)
+    if presented is None:
+        raise ir.Error(401, "authentication", "missing API key")
+    hashed = digest(presented)
+    key = plan.auth.keys.get(hashed) or runtime.get(hashed)
+    if key is None:
+        raise ir.Error(401, "authentication", "invalid API key")
+    if key.revoked:
+        raise ir.Error(401, "authentication", f"API key {key.name!r} has been revoked")
+    if key.expired(time.time()):
+        raise ir.Error(401, "authentication", f"API key {key.name!r} has expired")
+    return key
+
+
+def check_model(key: ClientKey | None, model: str) -> None:
+    if key is not None and not key.may_use_model(model):
+        raise ir.Error(
+            403, "permission", f"API key {key.name!r} may not use model {model!r}", param="model"
+        )
+
+
+def scoped_route(route: Route, key: ClientKey | None) -> Route:
+    """`route` with only the targets `key` may reach; 403 naming the pools when none is
+    left. Path prefixes and the override header resolve to one-target routes, so this
+    covers them too."""
+    if key is None or key.providers is None:
+        return route
+    allowed = tuple(target for target in route.targets if key.may_use_pool(target.provider))
+    if len(allowed) == len(route.targets):
+        return route
+    if not allowed:
+        pools = ", ".join(sorted({target.provider for target in route.targets}))
+        raise ir.Error(403, "permission", f"API key {key.name!r} may not use provider {pools}")
+    return replace(route, targets=allowed)
+
+
+def check_pool(key: ClientKey | None, pool: str) -> None:
+    if key is not None and not key.may_use_pool(pool):
+        raise ir.Error(403, "permission", f"API key {key.name!r} may not use provider {pool}")
+
+
+class Refused(Exception):
+    """Over a limit: the error and the protocol's rate-limit headers."""
+
+    def __init__(self, error: ir.Error, headers: dict[str, str]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.headers = headers
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request of a limited key, settled once when it ends."""
+
+    store: LimitStore
+    key: str
+    limits: Limits
+    request_id: str
+
+    def settle(self, usage: ir.Usage | None) -> None:
+        tokens = usage.total_tokens if usage is not None else 0
+        self.store.settle(self.key, self.limits, self.request_id, tokens)
+
+
+def refusal(admission: Admission, key: ClientKey) -> ir.Error:
+    if admission.exceeded == "unavailable":
+        return ir.Error(
+            503, "unavailable", "the limit store is unavailable", retry_after=admission.retry_after
+        )
+    return ir.Error(
+        429,
+        "rate_limit",
+        f"API key {key.name!r} is over its {admission.exceeded} limit",
+        retry_after=admission.retry_after,
+    )
+
+
+class LimitStores:
+    """The limit store of this worker for a Plan: the embedded one, or Redis guarded by
+    it when `state.redis` is set. Made on first use; a new Redis URL makes a new one."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self._embedded: EmbeddedLimits | None = None
+        self._remote: LimitStore | None = None
+        self._remote_url: str | None = None
+
+    def for_plan(self, plan: Plan) -> LimitStore:
+        redis = plan.state.redis
+        if redis is None:
+            return self.embedded()
+        if self._remote is None or self._remote_url != redis.value:
+            self._remote = self._guarded(redis.value, plan.state.fail_closed)
+            self._remote_url = redis.value
+        return self._remote
+
+    def embedded(self) -> EmbeddedLimits:
+        if self._embedded is None:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._embedded = EmbeddedLimits(self.state_dir / FILE_NAME)
+        return self._embedded
+
+    def _guarded(self, url: str, fail_closed: bool) -> LimitStore:
+        from router.access.guarded import GuardedLimits
+        from router.access.redis_limits import RedisLimits
+
+        if self._remote is not None:
+            self._remote.close()
+        return GuardedLimits(RedisLimits(url), self.embedded(), fail_closed)
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+        if self._embedded is not None:
+            self._embedded.close()

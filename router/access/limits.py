@@ -1,0 +1,44 @@
+"""The limit store interface: one admission per request before it is sent, one
+settlement after its last byte. Two stores implement it, `embedded` (a shared memory
+file: exact across every worker of the host) and `redis_limits` (Lua: exact across
+servers); `guarded` puts the local one behind Redis for when Redis is away.
+
+Counting, the same in every store:
+* rpm: requests admitted in the last 60 s (a sliding window, exact);
+* concurrency: admitted requests not settled yet;
+* monthly_requests: requests admitted since the UTC month began;
+* tpm and daily_tokens: tokens (input + output) the upstream reported, charged at
+  settlement. A request is refused while the budget is already spent; requests admitted
+  together may each finish over it, since their tokens are not known in advance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from router.access.keys import Limits
+from router.protocols import ir
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    allowed: bool
+    exceeded: str | None = None  # the limit that refused it ("rpm", ...)
+    retry_after: float | None = None  # seconds until it could be admitted
+    rates: ir.RateLimits | None = None  # for the protocol's rate-limit headers
+
+
+ADMITTED = Admission(True)
+
+
+class LimitStore(Protocol):
+    async def admit(self, key: str, limits: Limits, request_id: str) -> Admission:
+        """Count the request against `key`'s limits, or refuse it (nothing counted)."""
+        ...
+
+    def settle(self, key: str, limits: Limits, request_id: str, tokens: int) -> None:
+        """The admitted request `request_id` ended having used `tokens`: free its
+        concurrency slot and charge its tokens. Never blocks the event loop."""
+        ...
+
+    def close(self) -> None: ...
