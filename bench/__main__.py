@@ -33,9 +33,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="length of each wrk run (default 10)")
     parser.add_argument(
         "--systems",
-        default="direct,floor,floor-native,router,router-bare,litellm",
+        default="direct,floor,floor-native,router,router-bare,router-limited,"
+        "router-limited-redis,litellm",
         help="comma-separated: direct, floor, floor-native, floor-httpx, router, router-bare "
-        "(records, metrics and access log off), litellm",
+        "(records, metrics and access log off), router-limited (a key with limits, the "
+        "embedded store), router-limited-redis (the same on a loopback redis-server), litellm",
     )
     parser.add_argument("--cases", default="a,b,c", help="comma-separated: a, b, c")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (router serve)")
@@ -261,11 +263,21 @@ def main() -> int:
         if "router-bare" in wanted:
             bare = systems.start_router(workdir, logdir, base, args.workers, records=False)
             running["router-bare"] = bare
+        if "router-limited" in wanted:
+            running["router-limited"] = systems.start_router(
+                workdir, logdir, base, args.workers, limits="embedded"
+            )
+        if "router-limited-redis" in wanted:
+            _redis, redis_url = systems.start_redis(workdir, logdir)
+            running["router-limited-redis"] = systems.start_router(
+                workdir, logdir, base, args.workers, limits=redis_url
+            )
         time.sleep(1.0)
         rss_idle = rss(router)
         if "litellm" in running:
             running["litellm"].wait()
         known = ("direct", "floor", "floor-native", "floor-httpx", "router", "router-bare")
+        known += ("router-limited", "router-limited-redis")
         known += ("litellm",)
         order = [name for name in known if name in wanted]
         for name in order:

@@ -192,7 +192,19 @@ def targets(results: dict[str, Any]) -> list[str]:
             ratio = router / bare
             text = f"(b) rps@{run[1:]} records on vs off (router-bare): {ratio:.2f}x (>= 0.95x)"
             rows.append((router / bare >= 0.95, text))
-    lines = ["targets (issues 6, 15)"] + [f"  [{_check(ok)}] {text}" for ok, text in rows]
+    for system in ("router-limited", "router-limited-redis"):
+        for run in ("c16", "c64"):
+            limited, router = rps("b", system, run), rps("b", "router", run)
+            if limited and router:
+                ratio = limited / router
+                text = f"(b) rps@{run[1:]} {system} vs no limits: {ratio:.2f}x (>= 0.85x)"
+                rows.append((ratio >= 0.85, text))
+        r, plain = _get(m, "b", system, "c1"), _get(m, "b", "router", "c1")
+        if r and plain:
+            added = r.p50_ms - plain.p50_ms
+            text = f"(b) {system} added p50 over no limits at c=1: {added:.3f} ms (<= 0.15)"
+            rows.append((added <= 0.15, text))
+    lines = ["targets (issues 6, 15, 17)"] + [f"  [{_check(ok)}] {text}" for ok, text in rows]
     for run in ("c16", "c64"):
         router, other = rps("b", "router", run), rps("b", "floor-native", run)
         if router and other:  # the pass-through on the gateway's own pool: a subset of its work

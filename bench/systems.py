@@ -115,13 +115,40 @@ def copy_config(workdir: Path) -> Path:
     return target
 
 
+# the key the bench's requests already send (OPENAI_AUTH), with limits nothing reaches:
+# every request is counted and admitted, as a key with limits is in production
+LIMITED_KEY = """
+auth:
+  keys:
+    - name: bench
+      key: sk-bench
+      limits: { rpm: 1000000, tpm: 1000000000000, concurrency: 100000 }
+"""
+
+
 def start_router(
-    workdir: Path, logdir: Path, upstream: str, workers: int = 1, records: bool = True
+    workdir: Path,
+    logdir: Path,
+    upstream: str,
+    workers: int = 1,
+    records: bool = True,
+    limits: str | None = None,
 ) -> System:
     """The gateway with its defaults (records, metrics and the access log on), or
-    `records=False`: `router-bare`, the same build with ROUTER_RECORDS=0."""
+    `records=False`: `router-bare`, the same build with ROUTER_RECORDS=0. `limits`:
+    the requests' key has limits, counted in the embedded store (`"embedded"`:
+    `router-limited`) or in Redis at that URL (`router-limited-redis`)."""
     name = "router" if records else "router-bare"
+    if limits is not None:
+        name = "router-limited" if limits == "embedded" else "router-limited-redis"
     config = copy_config(workdir / name)
+    if limits is not None:
+        routes = config / "routes.yaml"
+        extra = LIMITED_KEY
+        if limits != "embedded":
+            extra += f"state: {{ redis: {limits} }}\n"
+        routes.write_text(routes.read_text() + extra)
+        (config / "routes.alt.yaml").write_text((config / "routes.alt.yaml").read_text() + extra)
     port = procs.free_port()
     argv = [sys.executable, "-m", "router", "serve", "--config-dir", str(config)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -134,6 +161,18 @@ def start_router(
     system = System(name, url, proc, gateway=True, ready=url + "/health")
     system.wait(60)
     return system
+
+
+def start_redis(workdir: Path, logdir: Path) -> tuple[procs.Proc, str]:
+    """Debian's redis-server on a loopback port, no persistence: the shared limit store
+    of `router-limited-redis`."""
+    port = procs.free_port()
+    directory = workdir / "redis"
+    directory.mkdir(parents=True, exist_ok=True)
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(directory)]
+    proc = procs.start("redis", argv, logdir)
+    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def start_floor(logdir: Path, upstream: str, client: str = "aiohttp") -> System:

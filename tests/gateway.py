@@ -31,6 +31,7 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         not in (
             "REQUIRED_API_KEY",
             "ADMIN_API_KEY",
+            "ROUTER_DATABASE_URL",  # a developer's database: a test names its own
             "HTTPS_PROXY",
             "HTTP_PROXY",
             "https_proxy",

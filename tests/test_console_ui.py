@@ -46,7 +46,16 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-PAGES = ("/ui/", "/ui/providers", "/ui/routes", "/ui/config", "/ui/usage", "/ui/logs", "/ui/system")
+PAGES = (
+    "/ui/",
+    "/ui/providers",
+    "/ui/routes",
+    "/ui/keys",
+    "/ui/config",
+    "/ui/usage",
+    "/ui/logs",
+    "/ui/system",
+)
 CHAT = "/v1/chat/completions"
 # collects what the page's CSP refused (an init script is not subject to the page's CSP)
 WATCH_CSP = """
@@ -393,6 +402,88 @@ def test_every_page_has_the_security_headers_and_no_secret(
         assert response.headers["content-security-policy"] == CSP, name
 
 
+def test_keys_page_makes_changes_and_revokes_a_key(watched: Watched, gateway: Gateway):
+    page = sign_in(watched)
+    page.goto("/ui/keys")
+    config_row = page.locator('table.keys tr[data-key="REQUIRED_API_KEY"]')
+    sync_api.expect(config_row).to_contain_text("config")
+    form = page.locator("#key-create")
+    form.locator('input[name="name"]').fill("ui-team")
+    form.locator('input[name="models"]').fill("echo-*, gpt-a")
+    form.locator('input[name="providers"][value="echo"]').check()
+    form.locator('input[data-limit="rpm"]').fill("50")
+    form.locator('input[name="expires"]').fill("2099-01-01T00:00")
+    form.get_by_role("button", name="Create key").click()
+    shown = page.locator("#new-key code.new-key")
+    sync_api.expect(shown).to_have_text(re.compile(r"^sk-router-[A-Za-z0-9_-]{40}$"))
+    sync_api.expect(page.locator("#new-key")).to_contain_text("cannot be shown again")
+    key = shown.inner_text()
+    row = page.locator('table.keys tr[data-key="ui-team"]')
+    sync_api.expect(row).to_contain_text("echo-*, gpt-a")
+    sync_api.expect(row).to_contain_text("rpm 50")
+    sync_api.expect(row).to_contain_text("2099-01-01")
+    sync_api.expect(row.locator(".badge")).to_have_text("active")
+    sync_api.expect(row.locator("code")).to_have_text(key[:14] + "…")
+    assert form.locator('input[name="name"]').input_value() == ""  # the form was reset
+
+    def ask(model: str) -> httpx.Response:
+        return httpx.post(
+            gateway.url + CHAT,
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            timeout=20,
+        )
+
+    assert ask("echo-keys").status_code == 200
+    assert ask("gpt-a").status_code == 403  # in its models, not in its providers
+
+    # change its limits and scopes: only what was changed is sent
+    row.locator("summary").click()
+    editor = row.locator("form.key-form")
+    editor.locator('input[data-limit="rpm"]').fill("70")
+    editor.locator('input[data-limit="tpm"]').fill("9000")
+    editor.locator('input[name="providers"][value="alpha"]').check()
+    editor.get_by_role("button", name="Save ui-team").click()
+    sync_api.expect(page.locator("#key-result")).to_contain_text("change ui-team: ok")
+    row = page.locator('table.keys tr[data-key="ui-team"]')
+    sync_api.expect(row).to_contain_text("rpm 70")
+    sync_api.expect(row).to_contain_text("tpm 9,000")
+    sync_api.expect(row).to_contain_text("alpha, echo")
+    assert ask("gpt-a").status_code == 200
+
+    # revoke: asked first; no, then yes
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_role("button", name="Revoke").click()
+    time.sleep(0.3)
+    sync_api.expect(row.locator(".badge")).to_have_text("active")
+    assert ask("echo-keys").status_code == 200
+    questions: list[str] = []
+
+    def accept(dialog: sync_api.Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    row.get_by_role("button", name="Revoke").click()
+    sync_api.expect(page.locator("#key-result")).to_contain_text("revoke ui-team: ok")
+    sync_api.expect(page.locator('table.keys tr[data-key="ui-team"] .badge')).to_have_text(
+        "revoked"
+    )
+    assert questions and "ui-team" in questions[0]
+    refused = ask("echo-keys")
+    assert refused.status_code == 401 and "revoked" in refused.text
+
+    # shown once: no page, no admin answer has it afterwards
+    for path in (*PAGES, "/ui/keys"):
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        assert key not in response.text() and key not in page.content(), path
+    for path in ("/api/keys", "/api/keys/ui-team", "/api/requests", "/api/usage?group_by=key"):
+        answer = page.request.get(path)
+        assert answer.status == 200, path
+        assert key not in answer.text(), path
+
+
 def test_system_page(watched: Watched):
     page = sign_in(watched)
     page.goto("/ui/system")
@@ -451,6 +542,7 @@ def test_no_page_or_admin_answer_shows_a_secret(watched: Watched, gateway: Gatew
         no_secret(answer.text)
     apis = (
         "/api/providers",
+        "/api/keys",
         "/api/config",
         "/api/upload-configs",
         "/api/system",

@@ -198,3 +198,38 @@ def test_compose_checks_health_as_the_image_does() -> None:
     for key in ("interval", "timeout", "start_period"):
         assert re.fullmatch(r"\d+s", healthcheck[key]), key
     assert healthcheck["retries"] >= 1
+
+
+# --- compose.scale-out.yaml ------------------------------------------------------------
+
+
+def scale_out() -> dict:
+    return yaml.safe_load((REPO / "compose.scale-out.yaml").read_text())
+
+
+def test_scale_out_runs_two_replicas_on_shared_redis_and_postgres() -> None:
+    services = scale_out()["services"]
+    assert {"router-a", "router-b", "lb", "redis", "postgres"} <= set(services)
+    states = set()
+    for name in ("router-a", "router-b"):
+        replica = services[name]
+        environment = replica["environment"]
+        assert environment["ROUTER_REDIS_URL"] == "redis://redis:6379/0"
+        assert environment["ROUTER_DATABASE_URL"].startswith("postgresql://router:")
+        assert "@postgres:5432/router" in environment["ROUTER_DATABASE_URL"]
+        assert set(replica["depends_on"]) == {"redis", "postgres"}
+        assert "ports" not in replica  # only the load balancer is published
+        mounts = dict(reversed(v.split(":")[:2]) for v in replica["volumes"])
+        assert mounts["/app/configs"] == "configs"  # one config for both
+        states.add(mounts["/app/state"])
+    assert len(states) == 2  # an embedded store each, as on two hosts
+    assert services["lb"]["ports"] == ["3000:3000"]
+
+
+def test_the_load_balancer_sends_to_both_replicas_and_streams() -> None:
+    services = scale_out()["services"]
+    (mount,) = services["lb"]["volumes"]
+    source = mount.split(":")[0]
+    conf = (REPO / source).read_text()
+    assert "server router-a:3000" in conf and "server router-b:3000" in conf
+    assert "proxy_buffering off;" in conf

@@ -149,19 +149,21 @@ class EmbeddedLimits:
             tokens_used = self._period_value(daily, today)
             tokens_reset = (today + 1) * 86400.0 - now
 
-        refusal: tuple[str, float] | None = None
+        refusals: list[tuple[float, str]] = []  # (wait, limit)
         if rpm is not None and (oldest := self._ring_oldest(rpm)) > now - WINDOW:
-            refusal = ("rpm", oldest + WINDOW - now)
-        elif concurrency is not None and self._full(concurrency, limits.concurrency or 0):
-            refusal = ("concurrency", CONCURRENCY_RETRY)
-        elif monthly is not None and self._period_value(monthly, month) >= (
+            refusals.append((oldest + WINDOW - now, "rpm"))
+        if concurrency is not None and self._full(concurrency, limits.concurrency or 0):
+            refusals.append((CONCURRENCY_RETRY, "concurrency"))
+        if monthly is not None and self._period_value(monthly, month) >= (
             limits.monthly_requests or 0
         ):
-            refusal = ("monthly_requests", _next_month(now) - now)
-        elif tpm is not None and (tokens_used or 0) >= (limits.tpm or 0):
-            refusal = ("tpm", tokens_reset or 0.0)
-        elif daily is not None and self._period_value(daily, today) >= (limits.daily_tokens or 0):
-            refusal = ("daily_tokens", (today + 1) * 86400.0 - now)
+            refusals.append((_next_month(now) - now, "monthly_requests"))
+        if tpm is not None and (tokens_used or 0) >= (limits.tpm or 0):
+            refusals.append((self._window_wait(tpm, now, limits.tpm or 0), "tpm"))
+        if daily is not None and self._period_value(daily, today) >= (limits.daily_tokens or 0):
+            refusals.append(((today + 1) * 86400.0 - now, "daily_tokens"))
+        # several limits reached: the one that frees up last says when to come back
+        refusal = max(refusals) if refusals else None
 
         if refusal is None:
             if rpm is not None:
@@ -173,7 +175,7 @@ class EmbeddedLimits:
         rates = self._rates(limits, now, rpm, monthly, month, tokens_used, tokens_reset)
         if refusal is None:
             return Admission(True, rates=rates)
-        exceeded, wait = refusal
+        wait, exceeded = refusal
         return Admission(False, exceeded, max(wait, 0.001), rates)
 
     def _full(self, at: int, limit: int) -> bool:
@@ -279,17 +281,32 @@ class EmbeddedLimits:
                 return
 
     # tpm: 60 one-second buckets of (second, tokens)
-    def _window_sum(self, at: int, now: float) -> tuple[int, float]:
-        buckets = _BUCKETS.unpack_from(self._map, at)
+    def _buckets(self, at: int, now: float) -> list[tuple[int, int]]:
+        """The (second, tokens) buckets still in the window, oldest first."""
+        values = _BUCKETS.unpack_from(self._map, at)
         since = int(now) - WINDOW
-        used, oldest = 0, None
-        for stamp, tokens in zip(buckets[0::2], buckets[1::2], strict=True):
-            if tokens and stamp > since:
-                used += tokens
-                if oldest is None or stamp < oldest:
-                    oldest = stamp
-        reset = 0.0 if oldest is None else max(oldest + WINDOW - now, 0.0)
+        return sorted(
+            (stamp, tokens)
+            for stamp, tokens in zip(values[0::2], values[1::2], strict=True)
+            if tokens and stamp > since
+        )
+
+    def _window_sum(self, at: int, now: float) -> tuple[int, float]:
+        """Tokens in the window, and the seconds until it is empty again."""
+        buckets = self._buckets(at, now)
+        used = sum(tokens for _, tokens in buckets)
+        reset = max(buckets[-1][0] + WINDOW - now, 0.0) if buckets else 0.0
         return used, reset
+
+    def _window_wait(self, at: int, now: float, limit: int) -> float:
+        """Seconds until enough tokens have left the window to be under `limit`."""
+        buckets = self._buckets(at, now)
+        used = sum(tokens for _, tokens in buckets)
+        for stamp, tokens in buckets:
+            used -= tokens
+            if used < limit:
+                return max(stamp + WINDOW - now, 0.0)
+        return WINDOW
 
     def _charge_window(self, at: int, now: float, tokens: int) -> None:
         second = int(now)

@@ -17,6 +17,7 @@ from router.access.limits import Admission, LimitStore
 from router.protocols import ir
 
 if TYPE_CHECKING:
+    from router.access.guarded import GuardedLimits
     from router.compiler.plan import Plan, Route
 
 log = logging.getLogger("router.limits")
@@ -124,7 +125,7 @@ class LimitStores:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self._embedded: EmbeddedLimits | None = None
-        self._remote: LimitStore | None = None
+        self._remote: GuardedLimits | None = None
         self._remote_url: str | None = None
 
     def for_plan(self, plan: Plan) -> LimitStore:
@@ -136,13 +137,18 @@ class LimitStores:
             self._remote_url = redis.value
         return self._remote
 
+    @property
+    def guarded(self) -> GuardedLimits | None:
+        """The Redis store with its local fallback, while the config names a Redis."""
+        return self._remote
+
     def embedded(self) -> EmbeddedLimits:
         if self._embedded is None:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._embedded = EmbeddedLimits(self.state_dir / FILE_NAME)
         return self._embedded
 
-    def _guarded(self, url: str, fail_closed: bool) -> LimitStore:
+    def _guarded(self, url: str, fail_closed: bool) -> GuardedLimits:
         from router.access.guarded import GuardedLimits
         from router.access.redis_limits import RedisLimits
 

@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from router.compiler.glob import glob_test
-
 DIGEST_PREFIX = "sha256:"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -88,6 +86,8 @@ def models_test(globs: tuple[str, ...] | None) -> Callable[[str], bool] | None:
     """One predicate for a key's model globs: any of them matches. None: any model."""
     if globs is None:
         return None
+    from router.compiler.glob import glob_test  # here: router.compiler imports this module
+
     tests = tuple(glob_test(pattern) for pattern in globs)
     if len(tests) == 1:
         return tests[0]

@@ -4,14 +4,13 @@
 `{pool}` is a pool name or, as in the seed, an adapter type meaning every pool of that
 type. Health is merged over the server's workers, as `/provider_health` merges it
 (router.server.health_view); usage is today's (UTC) from the state store's daily
-aggregates, null when the store is unavailable."""
+aggregates (or PostgreSQL's), null when they cannot be read."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -25,11 +24,11 @@ from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.providers.registry import advertised_models
 from router.records import usage
+from router.records.reader import RecordsReader, Unavailable
 from router.server.errors import error_response
 from router.server.health_view import merge, worker_books
 from router.server.json_response import json_response
 from router.server.management import admin_plan, instance_view, providers_named
-from router.server.records_routes import read_store
 
 log = logging.getLogger("router.console")
 
@@ -42,11 +41,11 @@ def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
-def _usage_rows(connection: sqlite3.Connection, day: str) -> Usage:
+def _usage_rows(reader: RecordsReader, day: str) -> Usage:
     found: Usage = {}
-    for row in usage.usage(connection, day, day, ("pool",))["rows"]:
+    for row in reader.usage(day, day, ("pool",))["rows"]:
         found[(row.pop("pool") or "", None)] = row
-    for row in usage.usage(connection, day, day, ("pool", "instance"))["rows"]:
+    for row in reader.usage(day, day, ("pool", "instance"))["rows"]:
         pool, instance = row.pop("pool") or "", row.pop("instance")
         if instance:  # a built-in pool's records name no instance
             found[(pool, instance)] = row
@@ -54,12 +53,12 @@ def _usage_rows(connection: sqlite3.Connection, day: str) -> Usage:
 
 
 async def _usage_today(request: Request, day: str) -> Usage | None:
-    database = request.app.state.records.database
-    if database is None:
+    reader = request.app.state.records.reader
+    if reader is None:
         return None
     try:
-        return await asyncio.to_thread(read_store, database, lambda c: _usage_rows(c, day))
-    except sqlite3.Error as exc:
+        return await asyncio.to_thread(_usage_rows, reader, day)
+    except Unavailable as exc:
         log.warning("usage of today unavailable: %s", exc)
         return None
 

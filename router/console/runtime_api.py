@@ -27,6 +27,8 @@ from router.compiler.plan import Plan
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
 from router.records import store
+from router.records.reader import RecordsReader, Unavailable
+from router.records.usage import RequestEvent
 from router.server.errors import error_response
 from router.server.json_response import json_response
 from router.server.management import admin_plan, instance_view
@@ -110,25 +112,45 @@ async def live_events(request: Request) -> Response | Stream:
         database = _database(request)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
+    records = request.app.state.records.reader
     resume = events.Cursor.parse(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
     try:
-        cursor = resume or await asyncio.to_thread(read_store, database, events.now)
-    except sqlite3.Error as exc:
+        cursor = resume or await asyncio.to_thread(_now, database, records)
+    except (sqlite3.Error, Unavailable) as exc:
         error = ir.Error(503, "unavailable", f"the state store cannot be read: {exc}")
         return error_response(ADMIN_PROTOCOL, error)
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-    return Stream(_stream(database, cursor), media_type="text/event-stream", headers=headers)
+    stream = _stream(database, records, cursor)
+    return Stream(stream, media_type="text/event-stream", headers=headers)
 
 
-async def _stream(database: Path, cursor: events.Cursor) -> AsyncIterator[bytes]:
+def _now(database: Path, records: RecordsReader | None) -> events.Cursor:
+    request = records.latest_request() if records is not None else 0
+    return read_store(database, functools.partial(events.now, request=request))
+
+
+def _after(
+    database: Path, records: RecordsReader | None, cursor: events.Cursor
+) -> list[events.Event]:
+    """The events after `cursor`. Records that cannot be read now are shown once they
+    can: the cursor stays at the last one shown."""
+    found: list[RequestEvent] = []
+    if records is not None:
+        with contextlib.suppress(Unavailable):
+            found = records.request_events(cursor.request, events.BATCH)
+    return read_store(database, functools.partial(events.after, cursor=cursor, records=found))
+
+
+async def _stream(
+    database: Path, records: RecordsReader | None, cursor: events.Cursor
+) -> AsyncIterator[bytes]:
     yield b"retry: 2000\n\n"
     quiet_since = time.monotonic()
     while True:
         try:
-            newer = functools.partial(events.after, cursor=cursor)
-            found = await asyncio.to_thread(read_store, database, newer)
+            found = await asyncio.to_thread(_after, database, records, cursor)
         except sqlite3.Error:
             found = []
         for event in found:

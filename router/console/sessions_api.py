@@ -5,11 +5,14 @@ A login shows `{"key": ...}` (an admin key; client keys never) or `{"password": 
 its body and gets the `router_session` cookie (HttpOnly, SameSite=Strict, Path=/, Secure
 when the request came over HTTPS or through a proxy saying `x-forwarded-proto: https`)
 and the CSRF token that unsafe methods must send back in `x-csrf-token`. The admin
-password is runtime state (the store's `settings`), so read-only mode does not stop it."""
+password is runtime state (the state store's, or Redis's), so read-only mode does not
+stop it.
+
+`load_session` is the app's before_request hook: it looks the cookie's session up before
+the handler, so that `admin_access` stays synchronous."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from typing import Any
 
@@ -24,13 +27,26 @@ from router.server.json_response import json_response
 from router.server.management import admin_access
 
 
-def _database(request: Request):
+def _book(request: Request) -> sessions.SessionBook:
     path = request.app.state.records.state_database
     if path is None:
         raise ir.Error(
             503, "unavailable", "the state store is not available (see the log): no sessions"
         )
-    return path
+    return sessions.book(path)
+
+
+async def load_session(request: Request) -> None:
+    """Before every handler of the app: the session of the request's cookie, and
+    whether an admin password is set while no admin key is configured, looked up (see
+    router.console.sessions.load) and left in `request.state` for `admin_access`."""
+    cookies = request.cookies if "cookie" in request.headers else {}
+    plan = request.app.state.holder.plan
+    need_password_state = plan is not None and not plan.auth.admin_keys
+    if not cookies.get(sessions.COOKIE) and not need_password_state:
+        return
+    path = request.app.state.records.state_database
+    request.state[sessions.STATE] = await sessions.load(path, cookies, need_password_state)
 
 
 def _https(request: Request) -> bool:
@@ -85,9 +101,8 @@ async def login(request: Request) -> Response:
             raise ir.Error(400, "invalid_request", 'send one of "key" or "password"')
         key = _secret(document, "key") if "key" in document else None
         password = _secret(document, "password") if key is None else None
-        token, csrf = await asyncio.to_thread(
-            sessions.login,
-            _database(request),
+        token, csrf = await sessions.login(
+            _book(request),
             plan.auth.admin_keys,
             _address(request),
             key=key,
@@ -110,9 +125,7 @@ async def logout(request: Request) -> Response:
         admin_access(request)
         token = request.cookies.get(sessions.COOKIE)
         if token:
-            database = _database(request)
-            sessions.book(database).forget(token)
-            await asyncio.to_thread(sessions.delete, database, token)
+            await sessions.logout(_book(request), token)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     except sqlite3.Error as exc:
@@ -127,9 +140,7 @@ async def admin_password(request: Request) -> Response:
     try:
         admin_access(request)
         password = _secret(_body(await request.body()), "password", sessions.MIN_PASSWORD)
-        database = _database(request)
-        await asyncio.to_thread(sessions.set_password, database, password)
-        sessions.book(database).password_changed()
+        await sessions.set_password(_book(request), password)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
     except sqlite3.Error as exc:

@@ -1,7 +1,9 @@
 """Google OAuth for the Code Assist adapters (gemini-cli-oauth, gemini-antigravity):
 per-type defaults, settings resolved from instance/pool options and the environment, the
 credentials file, and access tokens refreshed before expiry (or after a 401) under a lock,
-so concurrent requests refresh once.
+so concurrent requests refresh once. With a Redis configured (`state.redis`) the lock and
+the refreshed token are shared too: one refresh per Google account across every worker
+and server (see `oauth_share`; Redis must then be trusted like the credentials dir).
 
 The credentials file has gemini-cli's shape: `access_token`, `refresh_token`,
 `expiry_date` (epoch milliseconds), `token_type`, `scope`, `id_token`. It is written
@@ -28,6 +30,8 @@ import httpx
 
 from router.compiler.plan import Instance, Provider
 from router.protocols import ir
+from router.providers import oauth_share
+from router.state import redis_client
 
 if TYPE_CHECKING:
     from authlib.integrations.httpx_client import AsyncOAuth2Client
@@ -293,11 +297,11 @@ class TokenStore:
     async def token(self, settings: OAuthSettings) -> str:
         """A valid access token, refreshed first when it expires within REFRESH_MARGIN."""
         self._reload()
-        if self._fresh():
+        if fresh(self._creds):
             return self._creds["access_token"]
         async with self._lock():
             self._reload()
-            if not self._fresh():
+            if not fresh(self._creds):
                 await self._refresh(settings)
             return self._creds["access_token"]
 
@@ -307,7 +311,7 @@ class TokenStore:
             self._reload()
             current = self._creds.get("access_token")
             if current is None or current == failed:
-                await self._refresh(settings)
+                await self._refresh(settings, failed)
             return self._creds["access_token"]
 
     def _reload(self) -> None:
@@ -323,15 +327,29 @@ class TokenStore:
             self._creds = read_credentials(self.path)
             self._stamp = stamp
 
-    def _fresh(self) -> bool:
-        if not self._creds.get("access_token"):
-            return False
-        expiry = self._creds.get("expiry_date")
-        if not isinstance(expiry, int | float):
-            return True  # unknown: use it until the upstream says 401
-        return expiry / 1000 - time.time() > REFRESH_MARGIN
+    async def _refresh(self, settings: OAuthSettings, failed: str | None = None) -> None:
+        """Refresh at Google; with Redis, only if no other process (of any server) has
+        refreshed this account already or is doing it now, else take its token."""
+        refresh_token = self._creds.get("refresh_token")
+        redis = redis_client.current()
+        if redis is None or not refresh_token:
+            await self._refresh_at_google(settings)
+            return
+        stale = {self._creds.get("access_token"), failed}
 
-    async def _refresh(self, settings: OAuthSettings) -> None:
+        def usable(token: Mapping[str, Any]) -> bool:
+            return token["access_token"] not in stale and fresh(token)
+
+        async def refresh() -> Mapping[str, Any]:
+            await self._refresh_at_google(settings)
+            return self._creds
+
+        shared = await oauth_share.refresh_once(redis, refresh_token, usable, refresh)
+        if shared is not None:
+            await self._store(credentials_from_token(shared, self._creds))
+            log.info("OAuth access token for %s taken from Redis", self.path)
+
+    async def _refresh_at_google(self, settings: OAuthSettings) -> None:
         refresh_token = self._creds.get("refresh_token")
         if not refresh_token:
             message = f"no refresh token in {self.path}; {settings.login_hint}"
@@ -347,12 +365,25 @@ class TokenStore:
         except token_failures() as exc:
             log.warning("OAuth refresh for %s failed: %s", self.path, type(exc).__name__)
             raise token_error(settings, exc) from None
-        creds = credentials_from_token(token, self._creds)
+        await self._store(credentials_from_token(token, self._creds))
+        self.refreshes += 1
+        log.info("OAuth access token for %s refreshed", self.path)
+
+    async def _store(self, creds: dict[str, Any]) -> None:
         await asyncio.to_thread(write_credentials, self.path, creds)
         stat = self.path.stat()
         self._creds, self._stamp = creds, (stat.st_mtime_ns, stat.st_size)
-        self.refreshes += 1
-        log.info("OAuth access token for %s refreshed", self.path)
+
+
+def fresh(creds: Mapping[str, Any]) -> bool:
+    """Whether `creds` hold an access token that is not within REFRESH_MARGIN of expiry
+    (one without a known expiry is used until the upstream says 401)."""
+    if not creds.get("access_token"):
+        return False
+    expiry = creds.get("expiry_date")
+    if not isinstance(expiry, int | float):
+        return True
+    return expiry / 1000 - time.time() > REFRESH_MARGIN
 
 
 def _with_file_client(settings: OAuthSettings, creds: Mapping[str, Any]) -> OAuthSettings:

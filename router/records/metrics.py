@@ -17,7 +17,7 @@ from bisect import bisect_left
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from router.compiler.plan import Plan
 from router.pool.health import HEALTH
@@ -86,6 +86,17 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self.dropped = Counter("router_records_dropped", "Outcome records dropped by a sink")
+        self.limits_remote_up = Gauge(
+            "router_limits_remote_up",
+            "1 while the shared limit store answers (the least of all workers)",
+            ["store"],
+            multiprocess_mode="livemin",
+        )
+        self.limits_fallbacks = Counter(
+            "router_limits_fallback",
+            "Limit admissions decided without the shared limit store (local store or refused)",
+            ["store"],
+        )
 
 
 _METRICS: Metrics | None = None
@@ -181,18 +192,41 @@ class MetricsSink(ThreadedSink):
         return model
 
 
+class LimitsHealth(Protocol):
+    """A limit store with a shared (remote) store in front, as `GuardedLimits` is."""
+
+    remote_up: bool
+    fallbacks: int  # so far, by this process
+
+
+LIMITS_STORE = "redis"  # the `store` label of the limit store metrics
+
+
+def _no_limits_health() -> LimitsHealth | None:
+    return None
+
+
 class WorkerGauges:
     """What only this process knows, set by `tick()` about once a second: its instances'
-    health, the config generation it serves, and the records its sinks dropped. A
+    health, the config generation it serves, the records its sinks dropped, and whether
+    its limit store reaches the shared one (`limits`: None while it has none). A
     worker ticks it from its event loop (`start()`), not from a thread: a thread of its
     own makes the worker's interpreter switch more than the work is worth."""
 
     interval = 1.0
 
-    def __init__(self, plan: Callable[[], Plan | None], drops: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        plan: Callable[[], Plan | None],
+        drops: Callable[[], int],
+        limits: Callable[[], LimitsHealth | None] = _no_limits_health,
+    ) -> None:
         self.plan = plan
         self.drops = drops  # records dropped so far by every sink of this process
+        self.limits = limits
         self._drops_counted = 0
+        self._limits_counted: LimitsHealth | None = None  # whose fallbacks are counted
+        self._fallbacks_counted = 0
         self._generation: str | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -220,6 +254,7 @@ class WorkerGauges:
         if dropped > self._drops_counted:
             family.dropped.inc(dropped - self._drops_counted)
             self._drops_counted = dropped
+        self._tick_limits(family)
         plan = self.plan()
         if plan is None:
             return
@@ -232,6 +267,18 @@ class WorkerGauges:
                 family.generation.labels(self._generation).set(0)
             family.generation.labels(plan.generation).set(1)
             self._generation = plan.generation
+
+    def _tick_limits(self, family: Metrics) -> None:
+        guard = self.limits()
+        if guard is None:
+            return
+        family.limits_remote_up.labels(LIMITS_STORE).set(int(guard.remote_up))
+        if guard is not self._limits_counted:  # a new store (the config changed)
+            self._limits_counted, self._fallbacks_counted = guard, 0
+        fallbacks = guard.fallbacks
+        if fallbacks > self._fallbacks_counted:
+            family.limits_fallbacks.labels(LIMITS_STORE).inc(fallbacks - self._fallbacks_counted)
+            self._fallbacks_counted = fallbacks
 
 
 def _apply(family: Any, counts: Iterable[tuple[tuple[str, ...], int]]) -> None:

@@ -75,6 +75,25 @@ class Outcome(msgspec.Struct, frozen=True):
     exchange: Exchange | None = None  # the bodies, when a sink asked for them
 
 
+BYTES_PER_TOKEN = 4
+
+
+def usage_or_estimate(
+    usage: ir.Usage | None, status: int, attempted: bool, request_bytes: int, response_bytes: int
+) -> tuple[ir.Usage, bool]:
+    """The usage the upstream reported; for an answer without one, an estimate from the
+    bytes exchanged (flagged True). Usage records and token limits both count this."""
+    if usage is not None:
+        return usage, False
+    if status != 200 or not attempted:
+        return ir.Usage(), False
+    estimate = ir.Usage(
+        input_tokens=request_bytes // BYTES_PER_TOKEN,
+        output_tokens=response_bytes // BYTES_PER_TOKEN,
+    )
+    return estimate, True
+
+
 # Set by a sink that reads `Outcome.exchange` (the prompt log): requests keep their bodies.
 KEEP_BODIES = False
 
@@ -155,7 +174,14 @@ class Trace:
         if status is not None:
             self.status = status
         if self.ticket is not None:
-            self.ticket.settle(self.usage)
+            used, _ = usage_or_estimate(
+                self.usage,
+                self.status,
+                bool(self.attempts),
+                self.request_bytes,
+                self.response_bytes,
+            )
+            self.ticket.settle(used)
         if not SINKS:
             return
         end = _now()

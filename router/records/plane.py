@@ -4,11 +4,14 @@ environment, started with the worker and closed (flushed) when it stops.
 * the failure log, always;
 * `ROUTER_RECORDS_FILE`: every record as a JSON line (tests, debugging);
 * `PROMPT_LOG_MODE=console|file`: the prompt log (router.records.prompt_log);
-* unless `ROUTER_RECORDS=0`: records and usage in the state store, Prometheus metrics
-  and the access log (`ROUTER_ACCESS_LOG=0` turns the log alone off). Under
+* unless `ROUTER_RECORDS=0`: records and usage in the state store (or PostgreSQL:
+  router.records.engine), Prometheus metrics and the access log (`ROUTER_ACCESS_LOG=0`
+  turns the log alone off). Under
   `router serve` these run in the server's records service (router.records.service),
   reached through a relay; a worker without one (an app made in process) runs them itself.
-  The worker's own gauges (health, generation, drops) are set here either way."""
+  The worker's own gauges (health, generation, drops) are set here either way.
+
+`reader` reads the records and usage wherever they are kept, whoever writes them."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from router.compiler.plan import Plan
 from router.records import (
     access_log,
+    engine,
     failures,
     jsonlines,
     metrics,
@@ -28,8 +32,8 @@ from router.records import (
     prompt_log,
     relay,
     store,
-    writer,
 )
+from router.records.reader import RecordsReader
 from router.records.threaded import ThreadedSink
 
 log = logging.getLogger("router.records")
@@ -40,11 +44,18 @@ def records_enabled() -> bool:
 
 
 class RecordsPlane:
-    def __init__(self, plan: Callable[[], Plan | None]) -> None:
+    def __init__(
+        self,
+        plan: Callable[[], Plan | None],
+        limits: Callable[[], metrics.LimitsHealth | None] = lambda: None,
+    ) -> None:
         self.plan = plan
+        self.limits = limits  # the worker's guarded limit store, for its gauges
         self.sinks: list[ThreadedSink | relay.Relay] = []
         self.database: Path | None = None
         self.state_database: Path | None = None
+        self.database_url: str | None = None  # PostgreSQL's, when it keeps the records
+        self.reader: RecordsReader | None = None
         self.gauges: metrics.WorkerGauges | None = None
 
     def start(self) -> None:
@@ -54,6 +65,8 @@ class RecordsPlane:
                 self.sinks.append(optional)
         self._open_store()  # runtime state lives there too, records or not
         if records_enabled():
+            self.database_url = engine.database_url(self.plan())
+            self.reader = engine.records_reader(self.database, self.database_url)
             service = os.environ.get(relay.SOCKET_ENV)
             if service:
                 self.sinks.append(relay.Relay(service, self.plan))
@@ -63,7 +76,7 @@ class RecordsPlane:
             sink.start()
             outcome.subscribe(sink)
         if records_enabled():
-            self.gauges = metrics.WorkerGauges(self.plan, self.dropped)
+            self.gauges = metrics.WorkerGauges(self.plan, self.dropped, self.limits)
             self.gauges.start()
 
     def _start_local(self) -> None:
@@ -75,8 +88,8 @@ class RecordsPlane:
 
     def _open_store(self) -> None:
         """The state store's database. `state_database` holds runtime state (overrides,
-        sessions, events); `database` is the same file when it also has the records (the
-        usage API reads it, whoever writes it), None under ROUTER_RECORDS=0."""
+        sessions, events); `database` is the same file when it also has the records (or
+        their spill, with PostgreSQL), None under ROUTER_RECORDS=0."""
         try:
             self.state_database = store.prepare(store.state_dir())
         except (OSError, sqlite3.Error) as exc:
@@ -86,9 +99,9 @@ class RecordsPlane:
             self.database = self.state_database
 
     def _start_store(self) -> None:
-        if self.database is not None:
-            retention = writer.retention_from_environment()
-            self.sinks.append(writer.RecordStore(self.database, self.plan, retention))
+        sink = engine.record_store(self.database, self.plan, self.database_url)
+        if sink is not None:
+            self.sinks.append(sink)
 
     def dropped(self) -> int:
         return sum(sink.dropped for sink in self.sinks)
@@ -102,5 +115,7 @@ class RecordsPlane:
         if self.gauges is not None:
             self.gauges.close()
             self.gauges = None
+        if self.reader is not None:
+            self.reader.close()
         if records_enabled():
             metrics.worker_exit()

@@ -1,7 +1,8 @@
 """The records service: one process per server (`router serve` starts it before the
 workers) that takes every worker's outcome records over a Unix socket
-(router.records.relay) and runs the sinks that need no request bodies: the state store
-(records and usage), the Prometheus fold and the access log. The workers' interpreters
+(router.records.relay) and runs the sinks that need no request bodies: records and usage
+(into the state store, or PostgreSQL: router.records.engine), the Prometheus fold and
+the access log. The workers' interpreters
 then spend nothing on them but the encoding; the service works on another core.
 
 It prices records with the config the worker served: each frame names its generation,
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from router.compiler import compile_config
 from router.compiler.plan import Plan
-from router.records import access_log, metrics, relay, store, writer
+from router.records import access_log, engine, metrics, relay, store
 from router.records.threaded import ThreadedSink
 
 log = logging.getLogger("router.records")
@@ -44,6 +45,13 @@ class ServedPlans:
 
     def current(self) -> Plan | None:
         return self.plan
+
+    def load(self) -> None:
+        """Compile the config dir as it is now (at the start: which engine keeps the
+        records is in it, and the first records are priced without waiting)."""
+        plan, _ = compile_config(self.config_dir, env=dict(os.environ))
+        if plan is not None:
+            self.plan = plan
 
     def serving(self, generation: str) -> None:
         if self.plan is not None and self.plan.generation == generation:
@@ -139,13 +147,16 @@ class Service:
 
 def sinks_for(plans: ServedPlans) -> list[ThreadedSink]:
     sinks: list[ThreadedSink] = []
+    url = engine.database_url(plans.current())
+    database = None
     try:
         database = store.prepare(store.state_dir())
     except (OSError, sqlite3.Error) as exc:
-        log.error("state store unavailable (%s): request records are not kept", exc)
-    else:
-        retention = writer.retention_from_environment()
-        sinks.append(writer.RecordStore(database, plans.current, retention))
+        kept = "records are not spilled" if url else "request records are not kept"
+        log.error("state store unavailable (%s): %s", exc, kept)
+    records = engine.record_store(database, plans.current, url)
+    if records is not None:
+        sinks.append(records)
     sinks.append(metrics.MetricsSink())
     access = access_log.from_environment()
     if access is not None:
@@ -159,6 +170,7 @@ def main(argv: list[str]) -> int:
     )
     path = argv[0] if argv else os.environ[relay.SOCKET_ENV]
     plans = ServedPlans(os.environ.get("ROUTER_CONFIG_DIR", "."))
+    plans.load()
     service = Service(path, sinks_for(plans), plans)
 
     def stop(*_: object) -> None:

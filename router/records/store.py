@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_STATE_DIR = ".router"
 DATABASE_NAME = "router.db"
 BUSY_TIMEOUT = 5.0  # seconds a connection waits on another's write lock
+T = TypeVar("T")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: request records and daily usage
@@ -119,6 +122,40 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 3: client keys made at run time (router.state.keys): the key's sha256, never the key
+    """
+    CREATE TABLE keys (
+        name TEXT NOT NULL UNIQUE,
+        digest TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        models TEXT,
+        providers TEXT,
+        limits TEXT NOT NULL,
+        expires REAL,
+        created REAL NOT NULL,
+        changed REAL NOT NULL,
+        revoked REAL,
+        version INTEGER NOT NULL
+    );
+    """,
+    # 4: batches of request rows kept while PostgreSQL is away (router.records.spill)
+    """
+    CREATE TABLE records_spill (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        batch TEXT NOT NULL,
+        time REAL NOT NULL,
+        records INTEGER NOT NULL,
+        rows BLOB NOT NULL
+    );
+    """,
+    # 5: the other servers' live workers, as Redis last showed them (router.state.bridge)
+    """
+    CREATE TABLE remote_workers (
+        server TEXT PRIMARY KEY,
+        seen REAL NOT NULL,
+        workers TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -148,6 +185,15 @@ def connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, fast
     return connection
+
+
+def read(path: Path, query: Callable[[sqlite3.Connection], T]) -> T:
+    """`query` over a read-only connection of its own, closed after."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+    try:
+        return query(connection)
+    finally:
+        connection.close()
 
 
 def schema_version(connection: sqlite3.Connection) -> int:

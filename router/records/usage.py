@@ -1,15 +1,16 @@
-"""Reading the store: usage from the daily aggregates, and the newest request records.
-Plain functions over a connection; the server runs them in a thread."""
+"""Reading the store: usage from the daily aggregates, the newest request records, and
+the records as the console's live events. Plain functions over a connection of either
+engine (router.records.reader), in its dialect; the server runs them in a thread."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from router.protocols import ir
+from router.records.dialect import SQLITE, Connection, Dialect
 
 GROUPS = ("day", "key", "pool", "instance", "model", "protocol")
 DEFAULT_DAYS = 30
@@ -51,11 +52,22 @@ def usage_query(query: Mapping[str, str]) -> tuple[str, str, tuple[str, ...]]:
     return first, last, tuple(dict.fromkeys(groups))
 
 
-_SUMS = (
-    "SUM(requests), SUM(errors_4xx), SUM(errors_5xx), SUM(cancelled), SUM(input_tokens), "
-    "SUM(output_tokens), SUM(cached_tokens), SUM(reasoning_tokens), "
-    "SUM(estimated_requests), SUM(duration), SUM(ttfb), SUM(cost)"
+_INTEGER_SUMS = (
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "cancelled",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "estimated_requests",
 )
+
+
+def _sums(dialect: Dialect) -> str:
+    integers = ", ".join(dialect.integer_sum(column) for column in _INTEGER_SUMS)
+    return f"{integers}, SUM(duration), SUM(ttfb), SUM(cost)"
 
 
 def counters(values: tuple[Any, ...]) -> dict[str, Any]:
@@ -77,26 +89,28 @@ def counters(values: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def usage(
-    connection: sqlite3.Connection,
+    connection: Connection,
     first: str,
     last: str,
     groups: tuple[str, ...],
     pool: str | None = None,
+    dialect: Dialect = SQLITE,
 ) -> dict[str, Any]:
-    where = "day >= ? AND day <= ?"
+    mark, sums = dialect.mark, _sums(dialect)
+    where = f"day >= {mark} AND day <= {mark}"
     params: list[Any] = [first, last]
     if pool is not None:
-        where += " AND pool = ?"
+        where += f" AND pool = {mark}"
         params.append(pool)
     rows = []
     if groups:
         columns = ", ".join(groups)
-        sql = f"SELECT {columns}, {_SUMS} FROM usage_daily WHERE {where} GROUP BY {columns} "
+        sql = f"SELECT {columns}, {sums} FROM usage_daily WHERE {where} GROUP BY {columns} "
         sql += f"ORDER BY {columns}"
         for values in connection.execute(sql, params):
             keys = {g: (values[i] or None) for i, g in enumerate(groups)}
             rows.append({**keys, **counters(values[len(groups) :])})
-    total = connection.execute(f"SELECT {_SUMS} FROM usage_daily WHERE {where}", params).fetchone()
+    total = connection.execute(f"SELECT {sums} FROM usage_daily WHERE {where}", params).fetchone()
     totals = counters(total)
     if not groups:
         rows.append(dict(totals))
@@ -157,18 +171,24 @@ _FILTER_COLUMNS = {"pool": "pool", "instance": "instance", "model": "upstream_mo
 
 
 def requests(
-    connection: sqlite3.Connection, limit: int, before: int | None, filters: Mapping[str, Any]
+    connection: Connection,
+    limit: int,
+    before: int | None,
+    filters: Mapping[str, Any],
+    dialect: Dialect = SQLITE,
 ) -> dict[str, Any]:
     """The newest records first; `next` is the `before` of the following page."""
+    mark = dialect.mark
     clauses, params = [], []
     if before is not None:
-        clauses.append("id < ?")
+        clauses.append(f"id < {mark}")
         params.append(before)
     for name, value in filters.items():
-        clauses.append(f"{_FILTER_COLUMNS.get(name, name)} = ?")
+        clauses.append(f"{_FILTER_COLUMNS.get(name, name)} = {mark}")
         params.append(value)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests {where} ORDER BY id DESC LIMIT ?"
+    sql = f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests {where} ORDER BY id DESC "
+    sql += f"LIMIT {mark}"
     records = []
     for values in connection.execute(sql, [*params, limit]):
         record = dict(zip(_REQUEST_COLUMNS, values, strict=True))
@@ -179,3 +199,33 @@ def requests(
         records.append(record)
     following = records[-1]["id"] if len(records) == limit else None
     return {"requests": records, "next": following}
+
+
+# one request as a live event (router.state.events): its row id, time and what is shown
+RequestEvent = tuple[int, float, dict[str, Any]]
+
+
+def latest_request(connection: Connection) -> int:
+    """The newest record's id (0: none yet)."""
+    return int(connection.execute("SELECT coalesce(max(id), 0) FROM requests", ()).fetchone()[0])
+
+
+def request_events(
+    connection: Connection, after: int, limit: int, dialect: Dialect = SQLITE
+) -> list[RequestEvent]:
+    """The records written after the one of id `after`, in the order they were written."""
+    mark = dialect.mark
+    sql = (
+        "SELECT id, time, request_id, protocol, model, route, pool, instance, status, "
+        f"duration, input_tokens, output_tokens FROM requests WHERE id > {mark} ORDER BY id "
+        f"LIMIT {mark}"
+    )
+    return [(row[0], row[1], _event_data(row)) for row in connection.execute(sql, (after, limit))]
+
+
+def _event_data(row: tuple[Any, ...]) -> dict[str, Any]:
+    names = ("id", "protocol", "model", "route", "pool", "instance", "status")
+    data = dict(zip(names, row[2:9], strict=True))
+    data["duration_ms"] = round(row[9] * 1000, 1)
+    data["input_tokens"], data["output_tokens"] = row[10], row[11]
+    return data

@@ -7,7 +7,8 @@ for an answer, an estimate from the bytes exchanged (4 bytes a token) stands in,
 `estimated`. Cost comes from the pool's `pricing` in the Plan current when the batch is
 written. A busy database (another process holding its write lock) keeps the batch for
 the next round; raw rows older than the retention and aggregates older than 400 days are
-deleted once an hour."""
+deleted once an hour. The rows and the fold are PostgreSQL's writer's too
+(router.records.postgres_writer)."""
 
 from __future__ import annotations
 
@@ -24,24 +25,44 @@ import msgspec
 from router.compiler.plan import Plan
 from router.config.durations import parse_duration
 from router.protocols import ir
-from router.records.outcome import Attempt, Outcome
+from router.records.outcome import Attempt, Outcome, usage_or_estimate
 from router.records.store import connect
 from router.records.threaded import ThreadedSink, log
 
 DEFAULT_RETENTION = 7 * 86400.0  # seconds of raw rows
 AGGREGATE_DAYS = 400
-BYTES_PER_TOKEN = 4
 _PRUNE_EVERY = 3600.0
 
-_INSERT_REQUEST = """
-INSERT INTO requests (
-    request_id, time, day, protocol, endpoint, path, client, key, model, route, pool,
-    instance, upstream_model, status, error, stream, ttfb, duration, overhead,
-    input_tokens, output_tokens, cached_tokens, reasoning_tokens, estimated, cost,
-    dropped, attempts
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_USAGE_COUNTERS = (
+REQUEST_COLUMNS = (
+    "request_id",
+    "time",
+    "day",
+    "protocol",
+    "endpoint",
+    "path",
+    "client",
+    "key",
+    "model",
+    "route",
+    "pool",
+    "instance",
+    "upstream_model",
+    "status",
+    "error",
+    "stream",
+    "ttfb",
+    "duration",
+    "overhead",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "estimated",
+    "cost",
+    "dropped",
+    "attempts",
+)
+USAGE_COUNTERS = (
     "requests",
     "errors_4xx",
     "errors_5xx",
@@ -55,13 +76,30 @@ _USAGE_COUNTERS = (
     "ttfb",
     "cost",
 )
-_USAGE_KEYS = ("day", "key", "pool", "instance", "model", "protocol")
-_UPSERT_USAGE = f"""
-INSERT INTO usage_daily ({", ".join(_USAGE_KEYS + _USAGE_COUNTERS)})
-VALUES ({", ".join("?" * (len(_USAGE_KEYS) + len(_USAGE_COUNTERS)))})
-ON CONFLICT ({", ".join(_USAGE_KEYS)}) DO UPDATE SET
-{", ".join(f"{name} = {name} + excluded.{name}" for name in _USAGE_COUNTERS)}
-"""
+USAGE_KEYS = ("day", "key", "pool", "instance", "model", "protocol")
+
+
+def insert_requests(mark: str) -> str:
+    """The INSERT of one request row, with `mark` as the placeholder."""
+    marks = ", ".join([mark] * len(REQUEST_COLUMNS))
+    return f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({marks})"
+
+
+def upsert_usage(mark: str, existing: str = "") -> str:
+    """The INSERT that adds one group's counters to its `usage_daily` row; `existing`
+    qualifies the row's own columns ("usage_daily." for PostgreSQL, where they are
+    ambiguous otherwise)."""
+    columns = USAGE_KEYS + USAGE_COUNTERS
+    added = ", ".join(f"{name} = {existing}{name} + excluded.{name}" for name in USAGE_COUNTERS)
+    return (
+        f"INSERT INTO usage_daily ({', '.join(columns)}) "
+        f"VALUES ({', '.join([mark] * len(columns))}) "
+        f"ON CONFLICT ({', '.join(USAGE_KEYS)}) DO UPDATE SET {added}"
+    )
+
+
+_INSERT_REQUEST = insert_requests("?")
+_UPSERT_USAGE = upsert_usage("?")
 
 
 def retention_from_environment() -> float:
@@ -96,11 +134,8 @@ class RecordStore(ThreadedSink):
 
     def handle(self, batch: list[Outcome]) -> None:
         plan = self.plan()
-        rows, usage = [], {}
-        for outcome in batch:
-            row = self._row(outcome, plan)
-            rows.append(row)
-            _fold(usage, outcome, row)
+        rows = [request_row(outcome, plan, self._encode) for outcome in batch]
+        usage = fold(rows)
         try:
             connection = self._open()
             connection.execute("BEGIN IMMEDIATE")
@@ -141,53 +176,55 @@ class RecordStore(ThreadedSink):
             self._connection = connect(self.path)
         return self._connection
 
-    def _row(self, outcome: Outcome, plan: Plan | None) -> tuple[Any, ...]:
-        last = outcome.attempts[-1] if outcome.attempts else None
-        usage, estimated = _usage_of(outcome)
-        cost = _cost(plan, last, usage)
-        attempts = self._encode(outcome.attempts).decode()
-        return (
-            outcome.id,
-            outcome.time,
-            utc_day(outcome.time),
-            outcome.protocol,
-            outcome.endpoint,
-            outcome.path,
-            outcome.client,
-            outcome.key,
-            outcome.model,
-            outcome.route,
-            last.provider if last else None,
-            last.instance if last else None,
-            last.model if last else None,
-            outcome.status,
-            outcome.error,
-            int(outcome.stream),
-            outcome.ttfb,
-            outcome.duration,
-            outcome.overhead,
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cached_tokens,
-            usage.reasoning_tokens,
-            int(estimated),
-            cost,
-            ",".join(outcome.dropped),
-            attempts,
-        )
+
+def request_row(
+    outcome: Outcome, plan: Plan | None, encode: Callable[[Any], bytes]
+) -> tuple[Any, ...]:
+    """The `requests` row of `outcome`, priced by `plan` (in REQUEST_COLUMNS' order)."""
+    last = outcome.attempts[-1] if outcome.attempts else None
+    usage, estimated = _usage_of(outcome)
+    cost = _cost(plan, last, usage)
+    attempts = encode(outcome.attempts).decode()
+    return (
+        outcome.id,
+        outcome.time,
+        utc_day(outcome.time),
+        outcome.protocol,
+        outcome.endpoint,
+        outcome.path,
+        outcome.client,
+        outcome.key,
+        outcome.model,
+        outcome.route,
+        last.provider if last else None,
+        last.instance if last else None,
+        last.model if last else None,
+        outcome.status,
+        outcome.error,
+        int(outcome.stream),
+        outcome.ttfb,
+        outcome.duration,
+        outcome.overhead,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+        int(estimated),
+        cost,
+        ",".join(outcome.dropped),
+        attempts,
+    )
 
 
 def _usage_of(outcome: Outcome) -> tuple[ir.Usage, bool]:
     """The usage the upstream reported; for an answer without one, the estimate."""
-    if outcome.usage is not None:
-        return outcome.usage, False
-    if outcome.status != 200 or not outcome.attempts:
-        return ir.Usage(), False
-    estimate = ir.Usage(
-        input_tokens=outcome.request_bytes // BYTES_PER_TOKEN,
-        output_tokens=outcome.response_bytes // BYTES_PER_TOKEN,
+    return usage_or_estimate(
+        outcome.usage,
+        outcome.status,
+        bool(outcome.attempts),
+        outcome.request_bytes,
+        outcome.response_bytes,
     )
-    return estimate, True
 
 
 def _cost(plan: Plan | None, last: Attempt | None, usage: ir.Usage) -> float | None:
@@ -198,20 +235,25 @@ def _cost(plan: Plan | None, last: Attempt | None, usage: ir.Usage) -> float | N
     return price.cost(usage) if price is not None else None
 
 
-def _fold(usage: dict[tuple[Any, ...], list[Any]], outcome: Outcome, row: tuple[Any, ...]) -> None:
-    day, pool, instance, model = row[2], row[10], row[11], row[12]
-    keys = (day, outcome.key or "", pool or "", instance or "", model or "", outcome.protocol)
-    totals = usage.get(keys)
-    if totals is None:
-        totals = usage[keys] = [0] * len(_USAGE_COUNTERS)
-    status = outcome.status
-    totals[0] += 1
-    totals[1] += 400 <= status < 500 and status != 499
-    totals[2] += status >= 500
-    totals[3] += status == 499
-    for index, value in enumerate(row[19:23], 4):  # input, output, cached, reasoning
-        totals[index] += value
-    totals[8] += row[23]
-    totals[9] += outcome.duration
-    totals[10] += outcome.ttfb or 0.0
-    totals[11] += row[24] or 0.0
+def fold(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], list[Any]]:
+    """The `usage_daily` counters the request rows add, by group (USAGE_KEYS), in the
+    rows' order."""
+    usage: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        pool, instance, model = row[10], row[11], row[12]
+        keys = (row[2], row[7] or "", pool or "", instance or "", model or "", row[3])
+        totals = usage.get(keys)
+        if totals is None:
+            totals = usage[keys] = [0] * len(USAGE_COUNTERS)
+        status = row[13]
+        totals[0] += 1
+        totals[1] += 400 <= status < 500 and status != 499
+        totals[2] += status >= 500
+        totals[3] += status == 499
+        for index, value in enumerate(row[19:23], 4):  # input, output, cached, reasoning
+            totals[index] += value
+        totals[8] += row[23]
+        totals[9] += row[17]  # duration
+        totals[10] += row[16] or 0.0  # time to first byte
+        totals[11] += row[24] or 0.0  # cost
+    return usage

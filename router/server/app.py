@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 from router.console import (
     config_api,
     config_files_api,
+    keys_api,
     providers_api,
     runtime_api,
     sessions_api,
@@ -35,7 +36,7 @@ from router.server.fastpath import FastPath
 from router.server.reload import fingerprint, watch
 from router.server.state import PlanHolder
 from router.server.worker_sync import WorkerSync
-from router.state import overrides
+from router.state import keys, overrides, redis_client
 
 log = logging.getLogger("router.app")
 
@@ -56,6 +57,13 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(protocol, ir.Error(500, "api_error", "internal gateway error"))
 
 
+def _use_state_engines(holder: PlanHolder) -> None:
+    """The Plan's shared Redis (`state.redis`), for the state servers share."""
+    plan = holder.plan
+    if plan is not None:
+        redis_client.configure(plan.state.redis.value if plan.state.redis else None)
+
+
 def create_app(config_dir: str | None = None, *, watch_config: bool | None = None) -> FastPath:
     """The worker's ASGI app: the fast path for the generating endpoints in front of the
     Litestar app (ROUTER_FASTPATH=0: Litestar alone, which serves them the same way)."""
@@ -64,11 +72,14 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
     if watch_config is None:
         watch_config = os.environ.get("ROUTER_WATCH", "1") != "0"
     holder = PlanHolder(config_dir)
-    holder.overrides = overrides.stored(store.database_path(store.state_dir()))
+    database = store.database_path(store.state_dir())
+    holder.overrides = overrides.stored(database)
+    holder.runtime_keys = keys.stored(database)  # then kept up to date by WorkerSync
+    holder.listeners.append(lambda _: _use_state_engines(holder))
     holder.reload(fingerprint(config_dir if watch_config else None))
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
-    records = RecordsPlane(lambda: holder.plan)
+    records = RecordsPlane(lambda: holder.plan, lambda: holder.limits.guarded)
     if records_enabled():
         holder.listeners.append(metrics.note_reload)
 
@@ -102,11 +113,13 @@ def create_app(config_dir: str | None = None, *, watch_config: bool | None = Non
             *config_api.ROUTES,
             *providers_api.ROUTES,
             *runtime_api.ROUTES,
+            *keys_api.ROUTES,
             *health_view.ROUTES,
             *config_files_api.ROUTES,
             *ui.ROUTES,
             *sessions_api.ROUTES,
         ],
+        before_request=sessions_api.load_session,
         on_startup=[start_watcher],
         on_shutdown=[shutdown],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},

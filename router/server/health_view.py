@@ -57,27 +57,33 @@ def _console_session(request: Request) -> bool:
     return True
 
 
-async def worker_books(request: Request, plan: Plan) -> dict[int, HealthBook]:
+async def worker_books(request: Request, plan: Plan) -> dict[int | str, HealthBook]:
     """Each live worker's health book by pid: this worker's as of now, the others' as
-    they last wrote it to the state store (only this one's without a store)."""
-    books = {os.getpid(): health_book(plan)}
+    they last wrote it to the state store (only this one's without a store); with Redis,
+    the other servers' workers too, as `"<server>/<pid>"`."""
+    books: dict[int | str, HealthBook] = {os.getpid(): health_book(plan)}
     database = request.app.state.records.state_database
     if database is None or request.app.state.sync is None:
         return books
     try:
-        rows = await asyncio.to_thread(read_store, database, workers.live)
+        rows = await asyncio.to_thread(read_store, database, _live_everywhere)
     except sqlite3.Error:
         rows = []
     for row in rows:
-        books.setdefault(row["pid"], row.get("health") or {})
+        name = f"{row['server']}/{row['pid']}" if "server" in row else row["pid"]
+        books.setdefault(name, row.get("health") or {})
     return books
 
 
-def merge(document: dict[str, Any], books: dict[int, HealthBook], per_worker: bool) -> None:
+def _live_everywhere(connection: sqlite3.Connection) -> list[dict[str, Any]]:
+    return workers.live(connection, remote=True)
+
+
+def merge(document: dict[str, Any], books: dict[int | str, HealthBook], per_worker: bool) -> None:
     """Replace each instance's health in `document` (`{"providers": {pool: {"instances":
     [view, ...]}}}`, as /provider_health and /api/providers answer) with the workers'
     merged."""
-    document["workers"] = sorted(books)
+    document["workers"] = sorted(books, key=_worker_order)
     for name, pool in document["providers"].items():
         for view in pool["instances"]:
             states = {
@@ -89,7 +95,15 @@ def merge(document: dict[str, Any], books: dict[int, HealthBook], per_worker: bo
                 continue
             view.update(merged(list(states.values())))
             if per_worker:
-                view["workers"] = {str(pid): state for pid, state in sorted(states.items())}
+                view["workers"] = {
+                    str(pid): state
+                    for pid, state in sorted(states.items(), key=lambda i: _worker_order(i[0]))
+                }
+
+
+def _worker_order(name: int | str) -> tuple[int, str]:
+    """This server's workers (by pid) first, then the others' (`server/pid`)."""
+    return (0, f"{name:>12}") if isinstance(name, int) else (1, name)
 
 
 def merged(states: list[dict[str, Any]]) -> dict[str, Any]:

@@ -135,7 +135,8 @@ def admin_access(request: Request) -> tuple[Plan, sessions.Session | None]:
     keys = plan.auth.admin_keys
     if presented_key(headers, query) is None:
         database = request.app.state.records.state_database
-        session = sessions.authenticate(database, keys, request.cookies, request.method, headers)
+        loaded = request.state.get(sessions.STATE)  # router.console.sessions_api.load_session
+        session = sessions.authenticate(database, loaded, keys, request.method, headers)
         if session is not None:
             return plan, session
         if not keys and sessions.password_set(database):

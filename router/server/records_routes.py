@@ -1,6 +1,7 @@
 """What the operator plane shows: `GET /metrics` (Prometheus exposition, summed over the
 workers; admin key, or open with ROUTER_METRICS_PUBLIC=1) and the usage API under the
-admin key: `GET /api/usage`, `GET /api/usage/{pool}`, `GET /api/requests`."""
+admin key: `GET /api/usage`, `GET /api/usage/{pool}`, `GET /api/requests`, read from
+wherever the records are kept (the worker's RecordsPlane.reader)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from litestar import Request, Response, get
 
 from router.protocols import ir
 from router.protocols.paths import DEFAULT_PROTOCOL as ADMIN_PROTOCOL
-from router.records import metrics, usage
+from router.records import metrics, store, usage
 from router.records.plane import RecordsPlane
+from router.records.reader import RecordsReader, Unavailable
 from router.server.errors import error_response
 from router.server.json_response import json_response
 from router.server.management import admin_plan
@@ -29,25 +31,21 @@ def _plane(request: Request) -> RecordsPlane:
 
 
 def read_store(path: Path, query: Callable[[sqlite3.Connection], T]) -> T:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    try:
-        return query(connection)
-    finally:
-        connection.close()
+    """`query` over a read-only connection of the state store (runtime state)."""
+    return store.read(path, query)
 
 
-async def _from_store(request: Request, query: Callable[[sqlite3.Connection], Any]) -> Response:
+async def _from_store(request: Request, query: Callable[[RecordsReader], Any]) -> Response:
     try:
         admin_plan(request)
-        path = _plane(request).database
-        if path is None:
+        reader = _plane(request).reader
+        if reader is None:
             raise ir.Error(503, "unavailable", "the state store is not available (see the log)")
-        document = await asyncio.to_thread(read_store, path, query)
+        document = await asyncio.to_thread(query, reader)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
-    except sqlite3.Error as exc:
-        error = ir.Error(503, "unavailable", f"the state store cannot be read: {exc}")
-        return error_response(ADMIN_PROTOCOL, error)
+    except Unavailable as exc:
+        return error_response(ADMIN_PROTOCOL, ir.Error(503, "unavailable", str(exc)))
     return json_response(document)
 
 
@@ -56,7 +54,7 @@ async def _usage(request: Request, pool: str | None) -> Response:
         first, last, groups = usage.usage_query(request.query_params)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
-    return await _from_store(request, lambda c: usage.usage(c, first, last, groups, pool))
+    return await _from_store(request, lambda r: r.usage(first, last, groups, pool))
 
 
 @get("/api/usage")
@@ -79,7 +77,7 @@ async def recent_requests(request: Request) -> Response:
         limit, before, filters = usage.requests_query(request.query_params)
     except ir.Error as error:
         return error_response(ADMIN_PROTOCOL, error)
-    return await _from_store(request, lambda c: usage.requests(c, limit, before, filters))
+    return await _from_store(request, lambda r: r.requests(limit, before, filters))
 
 
 @get("/metrics")

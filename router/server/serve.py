@@ -20,6 +20,9 @@ from router.server.records_service import RecordsService
 if TYPE_CHECKING:
     from granian.constants import Loops
 
+    from router.compiler.plan import Plan
+    from router.state.bridge import StateBridge
+
 log = logging.getLogger("router.serve")
 
 
@@ -92,10 +95,11 @@ def main(config_dir: str, host: str, port: int, workers: int, state_dir: str | N
     if plan is None:
         print("router: configuration has errors; not starting", file=sys.stderr)
         return 1
-    if not plan.auth.api_keys and not is_loopback(host):
+    if plan.auth.open and not is_loopback(host):
         print(
             f"router: refusing to listen on {host} with no client API key configured; "
-            "set REQUIRED_API_KEY (or auth.api_keys in routes.yaml), or bind 127.0.0.1",
+            "set REQUIRED_API_KEY (or auth.api_keys / auth.keys in routes.yaml), or bind "
+            "127.0.0.1",
             file=sys.stderr,
         )
         return 2
@@ -139,8 +143,27 @@ def main(config_dir: str, host: str, port: int, workers: int, state_dir: str | N
     records = RecordsService(runtime)
     if os.environ.get("ROUTER_RECORDS", "1") != "0":
         records.start()
+    bridge = state_bridge(config_dir, plan, host, port)
     try:
         server.serve()
     finally:
         records.stop()
+        if bridge is not None:
+            bridge.stop()
     return 0
+
+
+def state_bridge(config_dir: str, plan: Plan, host: str, port: int) -> StateBridge | None:
+    """The bridge between this server's state store and Redis (router.state.bridge); it
+    idles while the config names no Redis."""
+    from router.records import store
+    from router.state.bridge import RedisOfConfig, StateBridge
+
+    database = store.database_path(store.state_dir())
+    if not database.exists():
+        return None
+    url = plan.state.redis.value if plan.state.redis else None
+    server = f"{socket.gethostname()}:{port}"
+    bridge = StateBridge(database, server, RedisOfConfig(config_dir, url))
+    bridge.start()
+    return bridge

@@ -52,8 +52,6 @@ class PlanHolder:
             plan, diagnostics = compile_config(
                 self.config_dir, env=dict(os.environ), overrides=self.overrides
             )
-            for listener in self.listeners:
-                listener(plan is not None)
             if plan is None:
                 messages = tuple(str(d) for d in diagnostics if d.severity == "error")
                 self.last_error = ReloadError(time.time(), messages)
@@ -63,6 +61,7 @@ class PlanHolder:
                     kept,
                     "\n  ".join(messages),
                 )
+                self._tell(False)
                 return False
             changed = self.plan is None or plan.generation != self.plan.generation
             self.plan = plan
@@ -71,4 +70,10 @@ class PlanHolder:
             self.reloads += 1
             if changed:
                 log.info("config generation %s loaded from %s", plan.generation, self.config_dir)
+            self._tell(True)
             return True
+
+    def _tell(self, loaded: bool) -> None:
+        """Each listener, once the outcome is in place (`plan` or `last_error`)."""
+        for listener in self.listeners:
+            listener(loaded)

@@ -85,7 +85,14 @@ async def system(request: Request) -> Response:
     document["config_dir"] = plan.config_dir
     document["state_store"] = str(database) if database is not None else None
     document["workers"] = await _workers(database, document)
-    document["mode"] = "standalone" if len(document["workers"]) <= 1 else "workers"
+    servers = {worker.get("server") for worker in document["workers"]}
+    document["mode"] = (
+        "servers"
+        if len(servers) > 1
+        else "standalone"
+        if len(document["workers"]) <= 1
+        else "workers"
+    )
     return json_response(document)
 
 
@@ -95,13 +102,22 @@ async def _workers(database: Path | None, mine: dict[str, Any]) -> list[dict[str
     rows: list[dict[str, Any]] = []
     if database is not None:
         try:
-            rows = await asyncio.to_thread(read_store, database, workers.live)
+            rows = await asyncio.to_thread(read_store, database, _everywhere)
         except sqlite3.Error:
             rows = []
-    found = {row["pid"]: {k: v for k, v in row.items() if k != "health"} for row in rows}
-    found.setdefault(mine["pid"], {"pid": mine["pid"]})
-    found[mine["pid"]].update(rss_bytes=mine["rss_bytes"], uptime_s=mine["uptime_s"])
-    return [found[pid] for pid in sorted(found)]
+    found = {
+        (row.get("server", ""), row["pid"]): {k: v for k, v in row.items() if k != "health"}
+        for row in rows
+    }
+    here = ("", mine["pid"])
+    found.setdefault(here, {"pid": mine["pid"]})
+    found[here].update(rss_bytes=mine["rss_bytes"], uptime_s=mine["uptime_s"])
+    return [found[name] for name in sorted(found)]
+
+
+def _everywhere(connection: sqlite3.Connection) -> list[dict[str, Any]]:
+    """This server's workers, then (with Redis) the other servers', each with `server`."""
+    return workers.live(connection, remote=True)
 
 
 ROUTES = [system]

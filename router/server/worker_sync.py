@@ -4,6 +4,8 @@
 * writes its status: pid, generation, requests served, memory, CPU, and its health book
   (error messages redacted as `/provider_health` shows them);
 * reads the runtime overrides, and recompiles its Plan with them when they changed;
+* reads the runtime client keys' fingerprint (router.state.keys), and the keys when it
+  changed: a key made, changed or revoked through any worker applies here within a round;
 * reads the commands other workers were asked (forget a pool's health, learn a health
   check's results) and does them;
 * writes its events: health changes and reloads.
@@ -22,17 +24,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from router.access.keys import ClientKey
 from router.compiler.plan import Plan
 from router.pool.health import HEALTH
 from router.records import outcome, store
 from router.server.management import instance_view
 from router.server.state import PlanHolder
 from router.server.system import rss_bytes, uptime_seconds
-from router.state import events, overrides, workers
+from router.state import events, keys, overrides, workers
 
 log = logging.getLogger("router.state")
 INTERVAL = 0.5  # seconds
 PRUNE_EVERY = 60.0  # seconds
+KeysRead = tuple[keys.Fingerprint, dict[str, ClientKey]]  # the runtime keys, as of a fingerprint
 _HEALTH_FIELDS = (
     "healthy",
     "consecutive_errors",
@@ -59,6 +63,7 @@ class WorkerSync:
         self._connection: sqlite3.Connection | None = None
         self._pruned_at = 0.0
         self._failing_said = 0.0
+        self._keys_seen: keys.Fingerprint | None = None  # of the keys the holder has
 
     def start(self, stop: asyncio.Event) -> asyncio.Task[None]:
         outcome.subscribe(self._count)
@@ -76,6 +81,16 @@ class WorkerSync:
     async def broadcast(self, action: str, data: dict[str, Any]) -> None:
         """Ask every other worker to do `action` (this one did it already)."""
         await asyncio.to_thread(self._send, action, data)
+
+    def apply_keys(self, fingerprint: keys.Fingerprint, found: dict[str, ClientKey]) -> None:
+        """Make `found` (the runtime keys as of `fingerprint`) this worker's keys, unless
+        newer ones are applied already (an exchange may have read before a write that
+        was applied meanwhile). On the event loop only."""
+        seen = self._keys_seen
+        if seen is not None and (fingerprint == seen or fingerprint[1] < seen[1]):
+            return
+        self._keys_seen = fingerprint
+        self.holder.runtime_keys = found
 
     async def record(self, kind: str, data: dict[str, Any]) -> None:
         """Write an event for the console now (an operator's action)."""
@@ -100,11 +115,13 @@ class WorkerSync:
         self._health_events(plan)
         written, self.pending = self.pending, []
         try:
-            found, commands = await asyncio.to_thread(self._exchange, status, written)
+            found, commands, read_keys = await asyncio.to_thread(self._exchange, status, written)
         except (sqlite3.Error, OSError) as exc:
             self.pending = written + self.pending
             self._say_failing(exc)
             return
+        if read_keys is not None:
+            self.apply_keys(*read_keys)
         for action, data in commands:
             self._do(action, data)
         if commands:  # show what they changed now, not a round later
@@ -115,7 +132,7 @@ class WorkerSync:
 
     def _exchange(
         self, status: dict[str, Any], written: list[tuple[str, dict[str, Any]]]
-    ) -> tuple[overrides.Overrides, list[tuple[str, dict[str, Any]]]]:
+    ) -> tuple[overrides.Overrides, list[tuple[str, dict[str, Any]]], KeysRead | None]:
         connection = self._open()
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -128,6 +145,10 @@ class WorkerSync:
                 connection, self._last_command, self.pid
             )
             found = overrides.read(connection)
+            read_keys = None
+            fingerprint = keys.fingerprint(connection)
+            if fingerprint != self._keys_seen:  # rebuilt only when a key was written
+                read_keys = fingerprint, keys.read_all(connection)
             if time.monotonic() - self._pruned_at > PRUNE_EVERY:
                 self._pruned_at = time.monotonic()
                 workers.prune(connection)
@@ -136,7 +157,7 @@ class WorkerSync:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        return found, commands
+        return found, commands, read_keys
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:

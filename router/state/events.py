@@ -2,17 +2,21 @@
 
 Two sources make one stream: the `events` table (health changes, reloads, overrides,
 config writes, OAuth progress), and the `requests` table the records service writes
-(one `request` event per record; it is not written twice). A cursor is both tables' last
-id, written `"<requests id>.<events id>"`: the SSE event id, which a client sends back
-as `Last-Event-ID` to resume."""
+(one `request` event per record; it is not written twice), read through the records
+reader (router.records.reader: the state store's table, or PostgreSQL's). A cursor is
+both tables' last id, written `"<requests id>.<events id>"`: the SSE event id, which a
+client sends back as `Last-Event-ID` to resume."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from router.records.usage import RequestEvent
 
 KEEP_SECONDS = 3600.0  # events older than this are pruned (requests have their retention)
 BATCH = 500  # events read at most per poll and table
@@ -52,25 +56,20 @@ def append(connection: sqlite3.Connection, kind: str, data: dict[str, Any]) -> N
     )
 
 
-def now(connection: sqlite3.Connection) -> Cursor:
-    """The cursor of the newest events: a stream starting here shows only what follows."""
-    request = connection.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()[0]
+def now(connection: sqlite3.Connection, request: int) -> Cursor:
+    """The cursor of the newest events, `request` being the newest record's id: a stream
+    starting here shows only what follows."""
     event = connection.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-    return Cursor(int(request), int(event))
+    return Cursor(request, int(event))
 
 
-def after(connection: sqlite3.Connection, cursor: Cursor) -> list[Event]:
-    """What came after `cursor`: each table in the order it was written, the two merged
-    by time. Each event carries the cursor that resumes right after it."""
-    requests = [
-        (row[1], row[0], "request", _request_data(row))
-        for row in connection.execute(
-            "SELECT id, time, request_id, protocol, model, route, pool, instance, status, "
-            "duration, input_tokens, output_tokens FROM requests WHERE id > ? ORDER BY id "
-            "LIMIT ?",
-            (cursor.request, BATCH),
-        )
-    ]
+def after(
+    connection: sqlite3.Connection, cursor: Cursor, records: Sequence[RequestEvent]
+) -> list[Event]:
+    """What came after `cursor`: the records after its request id (read by the caller,
+    at most BATCH) and the events table's, each in the order it was written, the two
+    merged by time. Each event carries the cursor that resumes right after it."""
+    requests = [(at, number, "request", data) for number, at, data in records]
     others = [
         (at, number, kind, json.loads(data))
         for number, at, kind, data in connection.execute(
@@ -91,14 +90,6 @@ def after(connection: sqlite3.Connection, cursor: Cursor) -> list[Event]:
             o += 1
         merged.append(Event(kind, at, data, Cursor(request, event)))
     return merged
-
-
-def _request_data(row: tuple[Any, ...]) -> dict[str, Any]:
-    names = ("id", "protocol", "model", "route", "pool", "instance", "status")
-    data = dict(zip(names, row[2:9], strict=True))
-    data["duration_ms"] = round(row[9] * 1000, 1)
-    data["input_tokens"], data["output_tokens"] = row[10], row[11]
-    return data
 
 
 def prune(connection: sqlite3.Connection) -> None:

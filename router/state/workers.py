@@ -15,6 +15,7 @@ import sqlite3
 import time
 from typing import Any
 
+REMOTE_ORIGIN = 0  # the origin of commands from other servers (router.state.bridge)
 LIVE_SECONDS = 5.0  # a worker not seen for this long is not counted
 FORGET_SECONDS = 60.0  # rows of workers gone this long are deleted
 COMMAND_SECONDS = 600.0  # commands are kept this long
@@ -33,16 +34,42 @@ def leave(connection: sqlite3.Connection, pid: int) -> None:
     connection.execute("DELETE FROM workers WHERE pid = ?", (pid,))
 
 
-def live(connection: sqlite3.Connection) -> list[dict[str, Any]]:
-    """The status of every worker seen lately, by pid."""
+def live(connection: sqlite3.Connection, remote: bool = False) -> list[dict[str, Any]]:
+    """The status of every worker seen lately, by pid; with `remote`, then those of the
+    other servers of the set (each with its `server`), as the state bridge last saw them."""
     rows = connection.execute(
         "SELECT pid, started, seen, status FROM workers WHERE seen >= ? ORDER BY pid",
         (time.time() - LIVE_SECONDS,),
     )
-    return [
+    found = [
         {"pid": pid, "started": started, "seen": seen, **json.loads(status)}
         for pid, started, seen, status in rows
     ]
+    if remote:
+        for server, workers in connection.execute(
+            "SELECT server, workers FROM remote_workers WHERE seen >= ? ORDER BY server",
+            (time.time() - LIVE_SECONDS,),
+        ):
+            found.extend({**worker, "server": server} for worker in json.loads(workers))
+    return found
+
+
+def replace_remote(
+    connection: sqlite3.Connection, servers: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The other servers' live workers, as published through Redis."""
+    now = time.time()
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute("DELETE FROM remote_workers")
+        connection.executemany(
+            "INSERT INTO remote_workers (server, seen, workers) VALUES (?, ?, ?)",
+            [(server, now, json.dumps(found)) for server, found in servers.items()],
+        )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def send(connection: sqlite3.Connection, origin: int, action: str, data: dict[str, Any]) -> None:

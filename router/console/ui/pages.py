@@ -14,7 +14,6 @@ import csv
 import io
 import logging
 import os
-import sqlite3
 from typing import Any
 
 from litestar import Request, Response, get
@@ -39,7 +38,7 @@ from router.console.ui.web import (
 )
 from router.protocols import ir
 from router.records import usage
-from router.server.records_routes import read_store
+from router.records.reader import Unavailable
 from router.server.system import system_document, uptime_seconds
 
 log = logging.getLogger("router.console")
@@ -48,15 +47,16 @@ DEFAULT_GROUPS = ("day", "pool", "model")
 
 
 async def _from_store(request: Request, query: Any) -> tuple[Any, str | None]:
-    """(what `query` read from the state store, None) or (None, why it could not)."""
-    database = request.app.state.records.database
-    if database is None:
+    """(what `query` read from the records' store, None) or (None, why it could not);
+    `query` takes the worker's records reader."""
+    reader = request.app.state.records.reader
+    if reader is None:
         return None, "the state store is not available (see the log)"
     try:
-        return await asyncio.to_thread(read_store, database, query), None
-    except sqlite3.Error as exc:
-        log.warning("console: the state store cannot be read: %s", exc)
-        return None, f"the state store cannot be read: {exc}"
+        return await asyncio.to_thread(query, reader), None
+    except Unavailable as exc:
+        log.warning("console: %s", exc)
+        return None, str(exc)
 
 
 def _page_or_fragment(
@@ -97,7 +97,9 @@ async def dashboard(request: Request) -> Response:
     if isinstance(plan, Response):
         return plan
     holder = request.app.state.holder
-    figures, problem = await _from_store(request, series.last_hour)
+    figures, problem = await _from_store(
+        request, lambda r: r.read(lambda c, d: series.last_hour(c, dialect=d))
+    )
     context = {
         "title": "Dashboard",
         "plan": plan,
@@ -288,7 +290,7 @@ async def usage_csv(request: Request) -> Response:
         first, last, grouped = usage.usage_query(query)
     except ir.Error as error:
         return secured(Response(error.message, status_code=400, media_type="text/plain"))
-    document, problem = await _from_store(request, lambda c: usage.usage(c, first, last, grouped))
+    document, problem = await _from_store(request, lambda r: r.usage(first, last, grouped))
     if document is None:
         return secured(Response(problem or "", status_code=503, media_type="text/plain"))
     name = f"usage-{document['from']}-{document['to']}.csv"
@@ -316,7 +318,7 @@ async def usage_page(request: Request) -> Response:
     else:
         found, problem = await _from_store(
             request,
-            lambda c: (usage.usage(c, first, last, grouped), usage.usage(c, first, last, ("day",))),
+            lambda r: (r.usage(first, last, grouped), r.usage(first, last, ("day",))),
         )
         document, daily = found or (None, None)
     context = {
@@ -346,9 +348,7 @@ async def logs(request: Request) -> Response:
     except ir.Error as error:
         problem = error.message
     else:
-        document, problem = await _from_store(
-            request, lambda c: usage.requests(c, limit, before, filters)
-        )
+        document, problem = await _from_store(request, lambda r: r.requests(limit, before, filters))
     context = {
         "title": "Logs",
         "plan": plan,

@@ -1,17 +1,18 @@
-"""The dashboard's figures over the last hour, per minute, from the state store's
-`requests` table: requests per second, error rate, p50/p95 latency and tokens.
+"""The dashboard's figures over the last hour, per minute, from the `requests` table (the
+state store's, or PostgreSQL's: the query takes the reader's dialect): requests per
+second, error rate, p50/p95 latency and tokens.
 
-Counts and token sums are aggregated by SQLite; latency percentiles come from the rows'
+Counts and token sums are aggregated by the database; latency percentiles come from the rows'
 durations, a systematic sample of them (every k-th row id) once the hour holds more than
 SAMPLE rows, so that a busy server's dashboard stays quick to draw."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 from router.console.ui.charts import Point
+from router.records.dialect import SQLITE, Connection, Dialect
 
 WINDOW = 3600.0  # seconds shown
 BUCKET = 60  # seconds per point
@@ -26,15 +27,20 @@ def percentile(values: list[float], share: float) -> float:
     return values[min(len(values), rank) - 1]
 
 
-def last_hour(connection: sqlite3.Connection, now: float | None = None) -> dict[str, Any]:
+def last_hour(
+    connection: Connection, now: float | None = None, dialect: Dialect = SQLITE
+) -> dict[str, Any]:
     now = time.time() if now is None else now
     current = int(now // BUCKET)  # the minute under way
     first = current - int(WINDOW // BUCKET) + 1
     start = first * BUCKET
     buckets: dict[int, list[int]] = {}
+    mark = dialect.mark
     sql = (
-        "SELECT CAST(time / ? AS INTEGER) AS minute, COUNT(*), SUM(status >= 400), "
-        "SUM(input_tokens), SUM(output_tokens) FROM requests WHERE time >= ? GROUP BY minute"
+        f"SELECT {dialect.whole(f'time / {mark}')} AS minute, COUNT(*), "
+        f"{dialect.count_if('status >= 400')}, {dialect.integer_sum('input_tokens')}, "
+        f"{dialect.integer_sum('output_tokens')} FROM requests WHERE time >= {mark} "
+        "GROUP BY minute"
     )
     for minute, count, errors, tokens_in, tokens_out in connection.execute(sql, (BUCKET, start)):
         if first <= minute <= current:
@@ -43,7 +49,10 @@ def last_hour(connection: sqlite3.Connection, now: float | None = None) -> dict[
     stride = max(1, total // SAMPLE)
     durations: dict[int, list[float]] = {}
     every: list[float] = []
-    sql = "SELECT time, duration FROM requests WHERE time >= ? AND id % ? = 0"
+    sql = (
+        f"SELECT time, duration FROM requests WHERE time >= {mark} "
+        f"AND {dialect.modulo('id', mark)} = 0"
+    )
     for moment, duration in connection.execute(sql, (start, stride)):
         minute = int(moment // BUCKET)
         if first <= minute <= current:

@@ -6,6 +6,8 @@
  * - Buttons and forms with data-result call the admin API (JSON) and show its answer in
  *   the element data-result names, as text (never as HTML).
  * - The login form posts {"key"} or {"password"} to /api/login.
+ * - The Keys page's forms go to /api/keys as JSON (the key-json extension); a new key is
+ *   shown once, from the answer, and never kept anywhere by the page.
  * - The logs page's live area follows GET /api/events (Server-Sent Events).
  */
 (function () {
@@ -101,6 +103,9 @@
   function successLines(kind, body) {
     if (kind === "health-check" && body) return healthLines(body);
     if (kind === "reset" && body) return ["health reset: " + (body.reset || []).join(", ")];
+    if (kind === "key" && body && body.name) {
+      return [body.name + ": " + body.state];
+    }
     if (kind === "config" && body) {
       var lines = ["saved " + (body.written || []).join(", ")];
       if (body.reloaded) lines[0] += "; reloaded, generation " + body.generation;
@@ -124,6 +129,61 @@
     target.appendChild(list);
   }
 
+  function showNewKey(target, body) {
+    target.textContent = "";
+    target.classList.remove("bad");
+    target.classList.add("ok");
+    target.appendChild(element("p", "result-head", "New key " + body.name + ":"));
+    target.appendChild(element("code", "new-key", body.key));
+    target.appendChild(
+      element("p", "notice", "Copy it now: only its hash is stored, so it cannot be shown again.")
+    );
+  }
+
+  // a key form's fields as the JSON body of POST or PATCH /api/keys: everything on
+  // create; on edit (data-edit) only what was changed, a cleared limit as null (removed)
+  function keyDocument(form) {
+    var editing = form.hasAttribute("data-edit");
+    var body = {};
+    function changed(input) {
+      return !editing || input.value !== input.defaultValue;
+    }
+    function list(text) {
+      var items = text.split(/[\s,]+/).filter(Boolean);
+      return items.length ? items : null;
+    }
+    var name = form.elements.namedItem("name");
+    if (name && !editing) body.name = name.value.trim();
+    var models = form.elements.namedItem("models");
+    if (models && changed(models)) body.models = list(models.value);
+    var boxes = Array.prototype.slice.call(form.querySelectorAll('input[name="providers"]'));
+    var ticked = boxes.some(function (box) {
+      return box.checked !== box.defaultChecked;
+    });
+    if (boxes.length && (!editing || ticked)) {
+      var pools = boxes
+        .filter(function (box) {
+          return box.checked;
+        })
+        .map(function (box) {
+          return box.value;
+        });
+      body.providers = pools.length ? pools : null;
+    }
+    var limits = {};
+    form.querySelectorAll("input[data-limit]").forEach(function (input) {
+      if (!changed(input)) return;
+      var text = input.value.trim();
+      var number = Number(text);
+      if (text) limits[input.getAttribute("data-limit")] = isFinite(number) ? number : text;
+      else if (editing) limits[input.getAttribute("data-limit")] = null;
+    });
+    if (Object.keys(limits).length) body.limits = limits;
+    var expires = form.elements.namedItem("expires");
+    if (expires && changed(expires)) body.expires = expires.value || null;
+    return body;
+  }
+
   // ---- htmx
 
   if (window.htmx) {
@@ -142,11 +202,25 @@
       },
     });
 
+    htmx.defineExtension("key-json", {
+      onEvent: function (name, evt) {
+        if (name === "htmx:configRequest") {
+          evt.detail.headers["Content-Type"] = "application/json";
+        }
+      },
+      encodeParameters: function (xhr, parameters, form) {
+        xhr.overrideMimeType("text/json");
+        return JSON.stringify(keyDocument(form));
+      },
+    });
+
     document.addEventListener("htmx:confirm", function (evt) {
       var verb = (evt.detail.verb || "get").toUpperCase();
       if (csrf || SAFE[verb]) return;
       evt.preventDefault(); // send once the token is known
       loadCsrf().then(function () {
+        // issueRequest(true) skips htmx's own hx-confirm question: ask it here
+        if (evt.detail.question && !window.confirm(evt.detail.question)) return;
         evt.detail.issueRequest(true);
       });
     });
@@ -180,7 +254,12 @@
       var lines = ok ? successLines(kind, body) : errorLines(status, body);
       if (ok && kind === "health-check" && body && body.ok === false) ok = false;
       var target = document.querySelector(source.getAttribute("data-result"));
-      showResult(target, source.getAttribute("data-label"), ok, lines);
+      if (ok && kind === "key-create" && body && body.key) {
+        showNewKey(target, body);
+        if (source.reset) source.reset();
+      } else {
+        showResult(target, source.getAttribute("data-label"), ok, lines);
+      }
       var refresh = source.getAttribute("data-refresh");
       if (refresh && document.querySelector(refresh)) htmx.trigger(refresh, "refresh");
     });
@@ -276,7 +355,7 @@
     source.onopen = function () {
       status.textContent = "live";
     };
-    ["request", "health", "reload", "override", "config"].forEach(function (kind) {
+    ["request", "health", "reload", "override", "config", "key"].forEach(function (kind) {
       source.addEventListener(kind, function (evt) {
         add(kind, evt.data);
       });
