@@ -88,7 +88,8 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
             """,
         },
     )
-    server = Gateway(directory, env={"SCOPED_KEY": KEYS["scoped"]}, workers=2)
+    env = {"SCOPED_KEY": KEYS["scoped"], "ROUTER_METRICS_PUBLIC": "1"}
+    server = Gateway(directory, env=env, workers=2)
     yield server
     server.stop()
 
@@ -293,5 +294,27 @@ def test_anthropic_clients_get_anthropic_headers_and_the_sdk_backs_off(
 def test_records_name_the_key_never_the_key(gateway: Gateway) -> None:
     assert chat(gateway, KEYS["hashed"]).status_code == 200
     text = gateway.log_path.read_text()
+    for key in KEYS.values():
+        assert key not in text
+
+
+def test_metrics_count_requests_and_tokens_by_key_name(gateway: Gateway) -> None:
+    for _ in range(3):
+        assert chat(gateway, KEYS["hashed"]).status_code == 200
+    assert chat(gateway, KEYS["expired"]).status_code == 401
+
+    def counted() -> str | None:
+        """The exposition once all three answers are in it."""
+        text = httpx.get(f"{gateway.url}/metrics").text
+        ok = 'router_key_requests_total{key="hashed",status="200"} '
+        values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(ok)]
+        done = values and values[0] >= 3 and 'key="hashed",kind="output"' in text
+        return text if done else None
+
+    deadline = time.monotonic() + 10
+    while (text := counted()) is None:
+        assert time.monotonic() < deadline, "the key's requests never reached /metrics"
+        time.sleep(0.2)
+    assert 'router_key_requests_total{key="expired",status="401"}' in text
     for key in KEYS.values():
         assert key not in text

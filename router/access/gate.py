@@ -39,6 +39,20 @@ def identify(
 ) -> ClientKey | None:
     """The client key presented; 401 unless it is a known, live one. With no client key
     configured anywhere the gateway is open: None."""
+    key = known_key(plan, runtime, headers, query)
+    if key is not None:
+        check_live(key)
+    return key
+
+
+def known_key(
+    plan: Plan,
+    runtime: Mapping[str, ClientKey],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+) -> ClientKey | None:
+    """The client key presented, live or not; 401 unless it is a known one. None when
+    the gateway is open (no client key configured anywhere)."""
     if not plan.auth.keys and not runtime:
         return None
     presented = presented_key(headers, query)
@@ -48,11 +62,15 @@ def identify(
     key = plan.auth.keys.get(hashed) or runtime.get(hashed)
     if key is None:
         raise ir.Error(401, "authentication", "invalid API key")
+    return key
+
+
+def check_live(key: ClientKey) -> None:
+    """401 for a revoked or expired key."""
     if key.revoked:
         raise ir.Error(401, "authentication", f"API key {key.name!r} has been revoked")
     if key.expired(time.time()):
         raise ir.Error(401, "authentication", f"API key {key.name!r} has expired")
-    return key
 
 
 def check_model(key: ClientKey | None, model: str) -> None:

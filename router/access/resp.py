@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 Reply = bytes | int | list[Any] | None
+STALL = 0.02  # seconds a timer may run late before this process counts as stalled
 
 
 class RedisError(Exception):
@@ -147,6 +148,7 @@ class Channel:
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_due = 0.0
         self._scripts: dict[bytes, bytes] = {}  # sha -> script
         self._later: set[asyncio.Task[None]] = set()  # sends waiting for a connection
 
@@ -245,17 +247,25 @@ class Channel:
             connection.transport.write(_encode((b"SCRIPT", b"LOAD", body)))
         return connection
 
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _watch(self, loop: asyncio.AbstractEventLoop, delay: float | None = None) -> None:
         if self._watchdog is None:
-            self._watchdog = loop.call_later(self.timeout, self._check)
+            delay = self.timeout if delay is None else delay
+            self._watchdog_due = loop.time() + delay
+            self._watchdog = loop.call_later(delay, self._check)
 
     def _check(self) -> None:
-        """Fail the connection when its oldest call is overdue (Redis hung)."""
+        """Fail the connection when its oldest call is overdue (Redis hung). A check that
+        itself runs late means this process was not running (a busy machine): replies may
+        be waiting unread, and uvloop runs timers before it reads sockets, so look again
+        once the socket has been read."""
         self._watchdog = None
         connection = self._connection
         if connection is None or not connection.waiting:
             return
         loop = asyncio.get_running_loop()
+        if loop.time() - self._watchdog_due > STALL:
+            self._watch(loop, STALL)
+            return
         if connection.waiting[0][1] < loop.time():
             connection.fail(Overdue("Redis did not answer in time"))
             return

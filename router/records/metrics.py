@@ -6,7 +6,8 @@ The sink's thread folds each batch of records into plain counters and applies th
 once, so a request costs the event loop one append. Label values come from the config
 (protocols, routes, pools, instances) and from status codes and error kinds, never from
 what a client sends, except the upstream model: beyond MAX_MODELS distinct names per
-worker the rest count as `other`."""
+worker the rest count as `other`. Key names are those of configured or runtime keys
+(`none` for a request without one), never the key."""
 
 from __future__ import annotations
 
@@ -71,6 +72,12 @@ class Metrics:
         )
         self.tokens = Counter(
             "router_tokens", "Tokens as the upstreams reported them", ["provider", "model", "kind"]
+        )
+        self.key_requests = Counter(
+            "router_key_requests", "Client requests by client key name", ["key", "status"]
+        )
+        self.key_tokens = Counter(
+            "router_key_tokens", "Tokens (input, output) by client key name", ["key", "kind"]
         )
         self.healthy = Gauge(
             "router_instance_healthy",
@@ -149,6 +156,8 @@ class MetricsSink(ThreadedSink):
         requests: Tally[tuple[str, ...]] = Tally()
         attempts: Tally[tuple[str, ...]] = Tally()
         tokens: Tally[tuple[str, ...]] = Tally()
+        by_key: Tally[tuple[str, ...]] = Tally()
+        key_tokens: Tally[tuple[str, ...]] = Tally()
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
         ttfbs: dict[tuple[str, str], list[float]] = defaultdict(list)
         overheads = []
@@ -156,6 +165,8 @@ class MetricsSink(ThreadedSink):
             provider = outcome.attempts[-1].provider if outcome.attempts else NONE
             route = outcome.route or NONE
             requests[(outcome.protocol, route, provider, str(outcome.status))] += 1
+            key = outcome.key or NONE
+            by_key[(key, str(outcome.status))] += 1
             for attempt in outcome.attempts:
                 attempts[(attempt.provider, attempt.instance, attempt.error or "ok")] += 1
             durations[(outcome.protocol, provider)].append(outcome.duration)
@@ -174,7 +185,11 @@ class MetricsSink(ThreadedSink):
                 for kind, count in zip(_TOKEN_KINDS, counts, strict=True):
                     if count:
                         tokens[(provider, model, kind)] += count
+                key_tokens[(key, "input")] += usage.input_tokens
+                key_tokens[(key, "output")] += usage.output_tokens
         _apply(family.requests, requests.items())
+        _apply(family.key_requests, by_key.items())
+        _apply(family.key_tokens, [(labels, n) for labels, n in key_tokens.items() if n])
         _apply(family.attempts, attempts.items())
         _apply(family.tokens, tokens.items())
         for labels, values in durations.items():

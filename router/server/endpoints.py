@@ -17,7 +17,15 @@ from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
-from router.access.gate import Refused, Ticket, check_model, identify, refusal
+from router.access.gate import (
+    Refused,
+    Ticket,
+    check_live,
+    check_model,
+    identify,
+    known_key,
+    refusal,
+)
 from router.access.keys import ClientKey
 from router.compiler.plan import Plan
 from router.protocols import ir, module_for, paths
@@ -159,9 +167,10 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
     protocol, headers, query = trace.protocol, incoming.headers, incoming.query
     try:
         plan = current_plan(holder)
-        key = identify(plan, holder.runtime_keys, headers, query)
+        key = known_key(plan, holder.runtime_keys, headers, query)
         if key is not None:
-            trace.key = key.name
+            trace.key = key.name  # a refused key is named in its record too
+            check_live(key)
         raw = await incoming.read_body()
         trace.request_bytes = len(raw)
         body = json_object(raw)
