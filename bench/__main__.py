@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile-case", default="b", choices=("a", "b", "c"), help="the case --profile drives"
     )
+    parser.add_argument(
+        "--profile-system", default="router", help="the gateway --profile samples (router, ...)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = parser.parse_args()
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -305,7 +308,8 @@ def main() -> int:
         if args.profile:
             case = next(c for c in CASES if c.key == args.profile_case)
             results["profile_case"] = case.key
-            results["profile"] = profile_case(router, case, max(5.0, args.seconds), outdir)
+            system = running[args.profile_system]
+            results["profile"] = profile_case(system, case, max(5.0, args.seconds), outdir)
 
         if not args.skip_rss:
             total = sum(

@@ -3,6 +3,7 @@ request, against the canned nginx upstream: no server, no load generator, so the
 per-request cost shows to a few microseconds and a profiler sees only the app.
 
 python -m bench.inprocess router|floor a|b|c [--requests N] [--profile]
+(BENCH_CONFIG_DIR: another config dir than bench/config, e.g. one whose key has limits)
 
 Prints wall and CPU time per request and, for the gateway, when its first body byte
 was sent. --profile adds a pyinstrument tree of the measured requests."""
@@ -31,7 +32,8 @@ def _app(which: str) -> Any:
         return floor.app
     from router.server.app import create_app
 
-    return create_app(str(BENCH / "config"), watch_config=False)
+    config = os.environ.get("BENCH_CONFIG_DIR") or str(BENCH / "config")
+    return create_app(config, watch_config=False)
 
 
 def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:

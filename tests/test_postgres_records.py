@@ -29,8 +29,8 @@ import pytest
 from router.protocols import ir
 from router.records import postgres, store
 from router.records.outcome import Attempt, Outcome
+from router.records.postgres_reader import PostgresRecords
 from router.records.postgres_writer import PostgresRecordStore
-from router.records.reader import PostgresRecords
 from router.records.spill import Spill
 from tests.conftest import copy_shipped_config
 from tests.gateway import Gateway

@@ -164,6 +164,12 @@ def test_each_server_shows_every_worker_and_the_others_events(servers: list[Gate
         return len(workers) == 4 and len({w.get("server") for w in workers}) == 2
 
     wait_for(four_workers, 5.0, "server a lists the workers of both servers")
+    with admin(a) as api:
+        health = api.get("/provider_health", params={"per_worker": "1"}).json()
+    assert len(health["workers"]) == 4  # health merged over both servers' workers
+    (twin_a,) = [i for i in health["providers"]["twin"]["instances"] if i["id"] == "twin-a"]
+    assert len(twin_a["workers"]) == 4
+    assert twin_a["healthy_workers"] == "4/4"
     with admin(b) as api:
         assert api.post("/api/providers/twin/twin-b/disable").status_code == 200
         assert api.delete("/api/providers/twin/twin-b/override").status_code == 200

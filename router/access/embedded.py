@@ -8,7 +8,15 @@ budgets across restarts.
 Layout: a header, a table of cells (open addressing on a 16-byte id of key, limit and
 size), and a heap the cells are carved from. A cell is never moved or freed, so each
 process remembers where its cells are. A full table or heap fails open, with a warning:
-a limit must not take the gateway down."""
+a limit must not take the gateway down.
+
+Each cell keeps its running totals, so an admission costs the same whatever the limits:
+* rpm: a ring of the last `rpm` admission times, with where the window starts and how
+  many are in it (entries leave from the start as they age: amortized O(1));
+* concurrency: the total in flight, and how many each process holds (so the slots of a
+  process that died can be let go);
+* tpm: 60 one-second buckets, their total, and the last second expired;
+* daily and monthly: (period, value)."""
 
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ from router.protocols import ir
 log = logging.getLogger("router.limits")
 
 FILE_NAME = "limits.bin"
-MAGIC = b"RLIMITS1"
+MAGIC = b"RLIMITS2"
 SLOTS = 16384
 HEAP_BYTES = 64 * 1024 * 1024
 WINDOW = 60.0  # seconds, for rpm and tpm
@@ -45,9 +53,15 @@ _TABLE = 64
 _HEAP = _TABLE + SLOTS * _SLOT.size
 _U64 = struct.Struct("<Q")
 _F64 = struct.Struct("<d")
+_I64 = struct.Struct("<q")
 _PAIR = struct.Struct("<qq")
+_RING = struct.Struct("<QQQ")  # next to write, first in the window, how many in it
 _HOLDERS = struct.Struct(f"<{CONCURRENCY_HOLDERS * 2}q")
+_TPM = struct.Struct("<qqq")  # tokens in the window, last second expired, newest second
 _BUCKETS = struct.Struct("<120q")
+
+
+Cells = tuple[int | None, int | None, int | None, int | None, int | None]  # rpm .. daily
 
 
 def _cell_id(key: str, kind: str, size: int) -> bytes:
@@ -82,6 +96,9 @@ class EmbeddedLimits:
             self._prepare()
         self._map = mmap.mmap(self._fd, _HEAP + HEAP_BYTES)
         self._cells: dict[tuple[str, str, int], int] = {}
+        self._slots: dict[int, int] = {}  # concurrency cell -> this process's (pid, count)
+        self._by_limits: dict[tuple[str, Limits], Cells] = {}
+        self._by_key: dict[str, tuple[Limits, Cells]] = {}  # the last Limits of each key
         self._pid = os.getpid()
         self._full_said = 0.0
 
@@ -108,50 +125,77 @@ class EmbeddedLimits:
         if not (limits.concurrency or limits.tpm or limits.daily_tokens):
             return
         now = self.now()
+        self._lock.acquire()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            with self._locked():
-                if limits.concurrency:
-                    self._release(self._cell(key, "concurrency", CONCURRENCY_HOLDERS))
-                if tokens > 0 and limits.tpm:
-                    self._charge_window(self._cell(key, "tpm", 60), now, tokens)
-                if tokens > 0 and limits.daily_tokens:
-                    self._charge_period(self._cell(key, "daily", 1), _day(now), tokens)
+            _, concurrency, _, tpm, daily = self._cells_of(key, limits)
+            if concurrency is not None:
+                self._release(concurrency)
+            if tokens > 0 and tpm is not None:
+                self._charge_window(tpm, now, tokens)
+            if tokens > 0 and daily is not None:
+                self._charge_period(daily, _day(now), tokens)
         except _Full:
             self._say_full()
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._lock.release()
 
     def admit_now(self, key: str, limits: Limits) -> Admission:
-        if not limits:
+        if not limits.limited:
             return ADMITTED
         now = self.now()
+        self._lock.acquire()  # flock does not exclude threads sharing the fd
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            with self._locked():
-                return self._admit(key, limits, now)
+            return self._admit(key, limits, now)
         except _Full:
             self._say_full()
             return ADMITTED
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._lock.release()
+
+    def _cells_of(self, key: str, limits: Limits) -> Cells:
+        """The offsets of `key`'s cells for `limits` (None: no such limit), made on first
+        use and remembered."""
+        found = self._by_key.get(key)
+        if found is not None and found[0] is limits:  # the same key's Limits: one lookup
+            return found[1]
+        cells = self._by_limits.get((key, limits))
+        if cells is None:
+            cells = (
+                self._cell(key, "rpm", limits.rpm) if limits.rpm else None,
+                self._cell(key, "concurrency", CONCURRENCY_HOLDERS) if limits.concurrency else None,
+                self._cell(key, "monthly", 1) if limits.monthly_requests else None,
+                self._cell(key, "tpm", 60) if limits.tpm else None,
+                self._cell(key, "daily", 1) if limits.daily_tokens else None,
+            )
+            if len(self._by_limits) > 10_000:
+                self._by_limits.clear()
+            self._by_limits[(key, limits)] = cells
+        if len(self._by_key) > 10_000:
+            self._by_key.clear()
+        self._by_key[key] = (limits, cells)
+        return cells
 
     # --- counting, under the lock --------------------------------------------------------
 
     def _admit(self, key: str, limits: Limits, now: float) -> Admission:
-        rpm = self._cell(key, "rpm", limits.rpm) if limits.rpm else None
-        concurrency = (
-            self._cell(key, "concurrency", CONCURRENCY_HOLDERS) if limits.concurrency else None
-        )
-        monthly = self._cell(key, "monthly", 1) if limits.monthly_requests else None
-        tpm = self._cell(key, "tpm", 60) if limits.tpm else None
-        daily = self._cell(key, "daily", 1) if limits.daily_tokens else None
+        rpm, concurrency, monthly, tpm, daily = self._cells_of(key, limits)
         month = _month(now) if monthly is not None else 0
-        today = _day(now)
+        today = _day(now) if daily is not None else 0
         tokens_used, tokens_reset = None, None
         if tpm is not None:
             tokens_used, tokens_reset = self._window_sum(tpm, now)
         elif daily is not None:
             tokens_used = self._period_value(daily, today)
             tokens_reset = (today + 1) * 86400.0 - now
+        window = self._ring_advance(rpm, limits.rpm or 1, now) if rpm is not None else None
 
         refusals: list[tuple[float, str]] = []  # (wait, limit)
-        if rpm is not None and (oldest := self._ring_oldest(rpm)) > now - WINDOW:
-            refusals.append((oldest + WINDOW - now, "rpm"))
+        if rpm is not None and window is not None and window[2] >= (limits.rpm or 0):
+            refusals.append((self._ring_entry(rpm, window[1]) + WINDOW - now, "rpm"))
         if concurrency is not None and self._full(concurrency, limits.concurrency or 0):
             refusals.append((CONCURRENCY_RETRY, "concurrency"))
         if monthly is not None and self._period_value(monthly, month) >= (
@@ -166,13 +210,13 @@ class EmbeddedLimits:
         refusal = max(refusals) if refusals else None
 
         if refusal is None:
-            if rpm is not None:
-                self._ring_push(rpm, limits.rpm or 1, now)
+            if rpm is not None and window is not None:
+                window = self._ring_push(rpm, limits.rpm or 1, window, now)
             if concurrency is not None:
                 self._hold(concurrency)
             if monthly is not None:
                 self._charge_period(monthly, month, 1)
-        rates = self._rates(limits, now, rpm, monthly, month, tokens_used, tokens_reset)
+        rates = self._rates(limits, now, rpm, window, monthly, month, tokens_used, tokens_reset)
         if refusal is None:
             return Admission(True, rates=rates)
         wait, exceeded = refusal
@@ -180,31 +224,35 @@ class EmbeddedLimits:
 
     def _full(self, at: int, limit: int) -> bool:
         """Whether `limit` requests are in flight; dead holders are let go first."""
-        return (
-            self._in_flight(at, prune=False) >= limit and self._in_flight(at, prune=True) >= limit
-        )
+        return _I64.unpack_from(self._map, at)[0] >= limit and self._recount(at) >= limit
 
     def _rates(
         self,
         limits: Limits,
         now: float,
         rpm: int | None,
+        window: tuple[int, int, int] | None,
         monthly: int | None,
         month: int,
         tokens_used: int | None,
         tokens_reset: float | None,
-    ) -> ir.RateLimits:
+    ) -> ir.RateLimits | None:
         requests_limit = requests_remaining = None
         requests_reset: float | None = None
-        if rpm is not None and limits.rpm:
-            in_window, newest = self._ring_window(rpm, limits.rpm, now)
+        if rpm is not None and window is not None and limits.rpm:
+            cursor, _, in_window = window
             requests_limit, requests_remaining = limits.rpm, limits.rpm - in_window
-            requests_reset = max(newest + WINDOW - now, 0.0) if in_window else 0.0
+            requests_reset = 0.0
+            if in_window:
+                newest = self._ring_entry(rpm, (cursor - 1) % limits.rpm)
+                requests_reset = max(newest + WINDOW - now, 0.0)
         elif monthly is not None and limits.monthly_requests:
             requests_limit = limits.monthly_requests
             requests_remaining = limits.monthly_requests - self._period_value(monthly, month)
             requests_reset = _next_month(now) - now
         tokens_limit = limits.tpm or limits.daily_tokens
+        if requests_limit is None and tokens_limit is None:
+            return None  # concurrency alone: no header family shows it
         tokens_remaining = None
         if tokens_limit is not None and tokens_used is not None:
             tokens_remaining = tokens_limit - tokens_used
@@ -217,91 +265,110 @@ class EmbeddedLimits:
             tokens_reset,
         )
 
-    # rpm: a ring of the last `rpm` admission times; the cursor points at the oldest
-    def _ring_oldest(self, at: int) -> float:
-        cursor = _U64.unpack_from(self._map, at)[0]
-        return _F64.unpack_from(self._map, at + 8 + cursor * 8)[0]
+    # rpm: a ring of the last `rpm` admission times
+    def _ring_entry(self, at: int, index: int) -> float:
+        return _F64.unpack_from(self._map, at + _RING.size + index * 8)[0]
 
-    def _ring_push(self, at: int, size: int, now: float) -> None:
-        cursor = _U64.unpack_from(self._map, at)[0]
-        _F64.pack_into(self._map, at + 8 + cursor * 8, now)
-        _U64.pack_into(self._map, at, (cursor + 1) % size)
+    def _ring_advance(self, at: int, size: int, now: float) -> tuple[int, int, int]:
+        """(next, first, count) once the admissions older than the window have left."""
+        cursor, first, count = _RING.unpack_from(self._map, at)
+        since, moved = now - WINDOW, False
+        while count and self._ring_entry(at, first) <= since:
+            first, count, moved = (first + 1) % size, count - 1, True
+        if moved:
+            _RING.pack_into(self._map, at, cursor, first, count)
+        return cursor, first, count
 
-    def _ring_window(self, at: int, size: int, now: float) -> tuple[int, float]:
-        """How many admissions are in the window, and the newest one's time. The ring
-        is in time order from the cursor, so a binary search finds the window's start."""
-        cursor = _U64.unpack_from(self._map, at)[0]
+    def _ring_push(
+        self, at: int, size: int, window: tuple[int, int, int], now: float
+    ) -> tuple[int, int, int]:
+        cursor, first, count = window
+        _F64.pack_into(self._map, at + _RING.size + cursor * 8, now)
+        window = ((cursor + 1) % size, first, count + 1)
+        _RING.pack_into(self._map, at, *window)
+        return window
 
-        def entry(i: int) -> float:
-            return _F64.unpack_from(self._map, at + 8 + ((cursor + i) % size) * 8)[0]
-
-        low, high, since = 0, size, now - WINDOW
-        while low < high:
-            middle = (low + high) // 2
-            if entry(middle) > since:
-                high = middle
-            else:
-                low = middle + 1
-        return size - low, entry(size - 1)
-
-    # concurrency: (pid, count) per process holding slots
-    def _in_flight(self, at: int, prune: bool) -> int:
-        holders = _HOLDERS.unpack_from(self._map, at)
-        if not prune:
-            return sum(count for count in holders[1::2] if count > 0)
+    # concurrency: the total, then (pid, count) per process holding slots
+    def _recount(self, at: int) -> int:
+        """The total in flight again, letting go of the slots of dead processes."""
+        holders = _HOLDERS.unpack_from(self._map, at + 8)
         total = 0
         for i in range(CONCURRENCY_HOLDERS):
             pid, count = holders[2 * i], holders[2 * i + 1]
             if count <= 0:
                 continue
             if pid != self._pid and not _alive(pid):
-                _PAIR.pack_into(self._map, at + i * 16, 0, 0)  # its requests died with it
+                _PAIR.pack_into(self._map, at + 8 + i * 16, 0, 0)  # its requests died with it
                 continue
             total += count
+        _I64.pack_into(self._map, at, total)
         return total
 
-    def _hold(self, at: int) -> None:
+    def _own_slot(self, at: int) -> int:
+        """The offset of this process's (pid, count) in the cell, claimed when needed."""
+        place = self._slots.get(at)
+        if place is not None and _PAIR.unpack_from(self._map, place)[0] == self._pid:
+            return place
         free = None
         for i in range(CONCURRENCY_HOLDERS):
-            pid, count = _PAIR.unpack_from(self._map, at + i * 16)
+            place = at + 8 + i * 16
+            pid, count = _PAIR.unpack_from(self._map, place)
             if pid == self._pid:
-                _PAIR.pack_into(self._map, at + i * 16, pid, count + 1)
-                return
-            if free is None and (count <= 0 or pid == 0):
-                free = i
+                self._slots[at] = place
+                return place
+            if free is None and (pid == 0 or count <= 0):
+                free = place
         if free is None:
             raise _Full
-        _PAIR.pack_into(self._map, at + free * 16, self._pid, 1)
+        _PAIR.pack_into(self._map, free, self._pid, 0)
+        self._slots[at] = free
+        return free
+
+    def _hold(self, at: int) -> None:
+        place = self._own_slot(at)
+        count = _PAIR.unpack_from(self._map, place)[1]
+        _PAIR.pack_into(self._map, place, self._pid, max(count, 0) + 1)
+        _I64.pack_into(self._map, at, max(_I64.unpack_from(self._map, at)[0], 0) + 1)
 
     def _release(self, at: int) -> None:
-        for i in range(CONCURRENCY_HOLDERS):
-            pid, count = _PAIR.unpack_from(self._map, at + i * 16)
-            if pid == self._pid and count > 0:
-                _PAIR.pack_into(self._map, at + i * 16, pid, count - 1)
-                return
+        place = self._own_slot(at)
+        count = _PAIR.unpack_from(self._map, place)[1]
+        if count > 0:
+            _PAIR.pack_into(self._map, place, self._pid, count - 1)
+            _I64.pack_into(self._map, at, max(_I64.unpack_from(self._map, at)[0] - 1, 0))
 
-    # tpm: 60 one-second buckets of (second, tokens)
-    def _buckets(self, at: int, now: float) -> list[tuple[int, int]]:
-        """The (second, tokens) buckets still in the window, oldest first."""
-        values = _BUCKETS.unpack_from(self._map, at)
-        since = int(now) - WINDOW
-        return sorted(
-            (stamp, tokens)
-            for stamp, tokens in zip(values[0::2], values[1::2], strict=True)
-            if tokens and stamp > since
-        )
+    # tpm: the total, the last second expired, the newest second; 60 (second, tokens)
+    def _expire(self, at: int, now: float) -> tuple[int, int]:
+        """(tokens in the window, newest second) once the seconds that left it are gone."""
+        total, through, newest = _TPM.unpack_from(self._map, at)
+        edge = int(now) - int(WINDOW)  # this second and the ones before have left
+        if through >= edge:
+            return total, newest
+        for second in range(max(through + 1, edge - 59), edge + 1):
+            place = at + _TPM.size + (second % 60) * 16
+            stamp, tokens = _PAIR.unpack_from(self._map, place)
+            if tokens and stamp <= edge:
+                total -= tokens
+                _PAIR.pack_into(self._map, place, 0, 0)
+        total = max(total, 0)
+        _TPM.pack_into(self._map, at, total, edge, newest)
+        return total, newest
 
     def _window_sum(self, at: int, now: float) -> tuple[int, float]:
         """Tokens in the window, and the seconds until it is empty again."""
-        buckets = self._buckets(at, now)
-        used = sum(tokens for _, tokens in buckets)
-        reset = max(buckets[-1][0] + WINDOW - now, 0.0) if buckets else 0.0
-        return used, reset
+        used, newest = self._expire(at, now)
+        return used, max(newest + WINDOW - now, 0.0) if used else 0.0
 
     def _window_wait(self, at: int, now: float, limit: int) -> float:
-        """Seconds until enough tokens have left the window to be under `limit`."""
-        buckets = self._buckets(at, now)
-        used = sum(tokens for _, tokens in buckets)
+        """Seconds until enough tokens have left the window to be under `limit` (only
+        for a refusal: it sorts the buckets)."""
+        used, _ = self._expire(at, now)
+        values = _BUCKETS.unpack_from(self._map, at + _TPM.size)
+        buckets = sorted(
+            (stamp, tokens)
+            for stamp, tokens in zip(values[0::2], values[1::2], strict=True)
+            if tokens
+        )
         for stamp, tokens in buckets:
             used -= tokens
             if used < limit:
@@ -309,10 +376,16 @@ class EmbeddedLimits:
         return WINDOW
 
     def _charge_window(self, at: int, now: float, tokens: int) -> None:
+        total, _ = self._expire(at, now)
         second = int(now)
-        place = at + (second % 60) * 16
+        place = at + _TPM.size + (second % 60) * 16
         stamp, held = _PAIR.unpack_from(self._map, place)
-        _PAIR.pack_into(self._map, place, second, (held if stamp == second else 0) + tokens)
+        if stamp != second:
+            total -= held  # a second that left the window, not expired yet
+            held = 0
+        _PAIR.pack_into(self._map, place, second, held + tokens)
+        through = _TPM.unpack_from(self._map, at)[1]
+        _TPM.pack_into(self._map, at, max(total, 0) + tokens, through, second)
 
     # daily and monthly: (period, value)
     def _period_value(self, at: int, period: int) -> int:
@@ -363,7 +436,11 @@ class EmbeddedLimits:
 
 def _bytes_for(kind: str, size: int) -> int:
     if kind == "rpm":
-        return 8 + size * 8
+        return _RING.size + size * 8
+    if kind == "concurrency":
+        return 8 + size * 16
+    if kind == "tpm":
+        return _TPM.size + size * 16
     return size * 16
 
 

@@ -37,8 +37,18 @@ class Limits:
     daily_tokens: int | None = None  # tokens reported since UTC midnight
     monthly_requests: int | None = None  # requests admitted since the UTC month began
 
+    limited: bool = field(init=False, repr=False, compare=False)  # any limit set
+    # a request's end changes a count (a slot to free, tokens to charge)
+    settles: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        limited = any(getattr(self, name) is not None for name in LIMIT_NAMES)
+        object.__setattr__(self, "limited", limited)
+        settles = any(x is not None for x in (self.concurrency, self.tpm, self.daily_tokens))
+        object.__setattr__(self, "settles", settles)
+
     def __bool__(self) -> bool:
-        return any(getattr(self, name) is not None for name in LIMIT_NAMES)
+        return self.limited
 
     def as_dict(self) -> dict[str, int]:
         return {name: value for name in LIMIT_NAMES if (value := getattr(self, name)) is not None}

@@ -25,10 +25,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, TypeVar
 
 from router.console.session_store import (
     FAILURE_WINDOW,
@@ -42,11 +39,22 @@ from router.console.session_store import (
 )
 from router.state import redis_client
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 log = logging.getLogger("router.console")
 
 T = TypeVar("T")
 
-REDIS_FAILURES = (RedisError, OSError, ValueError)  # away, hung, or holding junk
+
+def redis_failures() -> tuple[type[BaseException], ...]:
+    """What a call to Redis raises when it is away, hung, or holding junk. Imported on
+    the first failure: a worker without Redis never loads the package."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, ValueError)
+
+
 REDIS_BACK_OFF = 1.0  # seconds the local store answers alone after Redis failed
 
 # A use: raise `seen` (never lower it: workers write in any order) and renew the TTL,
@@ -126,7 +134,7 @@ class RedisStore:
                 await self.redis.delete(_session_key(digest))
             else:
                 await self._touch(keys=[_session_key(digest)], args=[repr(seen), _ms(left)])
-        except REDIS_FAILURES as exc:  # the next use writes it again
+        except redis_failures() as exc:  # the next use writes it again
             redis_client.say_unavailable("console sessions", exc)
 
     async def remove(self, digest: str) -> None:
@@ -196,7 +204,7 @@ class FallbackStore:
             return AWAY
         try:
             return await call(shared)
-        except REDIS_FAILURES as exc:
+        except redis_failures() as exc:
             self._away_until = time.monotonic() + REDIS_BACK_OFF
             redis_client.say_unavailable(what, exc)
             return AWAY

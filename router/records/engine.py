@@ -13,8 +13,7 @@ from pathlib import Path
 from router.compiler.plan import Plan, redact_url
 from router.records import writer
 from router.records.postgres import database_url
-from router.records.postgres_writer import PostgresRecordStore
-from router.records.reader import PostgresRecords, RecordsReader, SqliteRecords
+from router.records.reader import RecordsReader, SqliteRecords
 from router.records.threaded import ThreadedSink
 
 log = logging.getLogger("router.records")
@@ -34,6 +33,8 @@ def record_store(
             redact_url(url),
             database or "memory alone",
         )
+        from router.records.postgres_writer import PostgresRecordStore  # only with a URL
+
         return PostgresRecordStore(url, plan, database, retention)
     if database is None:
         return None
@@ -42,5 +43,7 @@ def record_store(
 
 def records_reader(database: Path | None, url: str | None) -> RecordsReader | None:
     if url:
+        from router.records.postgres_reader import PostgresRecords  # only with a URL
+
         return PostgresRecords(url)
     return SqliteRecords(database) if database is not None else None

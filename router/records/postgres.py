@@ -13,9 +13,10 @@ embedded store."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 from router.compiler.plan import Plan
 
@@ -105,6 +106,8 @@ def database_url(plan: Plan | None) -> str | None:
 def connect(url: str, application: str, **options: Any) -> psycopg.Connection[Any]:
     """A connection in autocommit mode (a transaction is always explicit), that gives up
     on a server that does not answer rather than hang."""
+    import psycopg  # here: a server without PostgreSQL never loads it
+
     return psycopg.connect(
         url,
         autocommit=True,

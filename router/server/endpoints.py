@@ -223,7 +223,8 @@ async def admit(holder: PlanHolder, plan: Plan, key: ClientKey, trace: Trace) ->
     headers = module_for(trace.protocol).rate_limit_headers(rates) if rates is not None else {}
     if not admission.allowed:
         raise Refused(refusal(admission, key), headers)
-    trace.ticket = Ticket(store, key.name, key.limits, trace.id)
+    if key.limits.settles:
+        trace.ticket = Ticket(store, key.name, key.limits, trace.id)
     return headers
 
 

@@ -63,6 +63,16 @@ def event_loop() -> Loops:
     return Loops(os.environ.get("ROUTER_LOOP", "auto"))
 
 
+def _runtime_keys(state_dir: str | None) -> bool:
+    """Whether the state store holds a live runtime key (`POST /api/keys`): then clients
+    need a key even with none in the config."""
+    from router.records import store
+    from router.state import keys
+
+    found = keys.stored(store.database_path(store.state_dir(state_dir)))
+    return any(not key.revoked for key in found.values())
+
+
 def share_state(runtime: str, state_dir: str | None) -> None:
     """What the workers share: the state store, migrated once here before any worker
     opens it, and the directory of the metrics every worker adds to."""
@@ -95,7 +105,7 @@ def main(config_dir: str, host: str, port: int, workers: int, state_dir: str | N
     if plan is None:
         print("router: configuration has errors; not starting", file=sys.stderr)
         return 1
-    if plan.auth.open and not is_loopback(host):
+    if plan.auth.open and not is_loopback(host) and not _runtime_keys(state_dir):
         print(
             f"router: refusing to listen on {host} with no client API key configured; "
             "set REQUIRED_API_KEY (or auth.api_keys / auth.keys in routes.yaml), or bind "

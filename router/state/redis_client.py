@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("router.state")
 
@@ -36,6 +38,8 @@ def current() -> Redis | None:
     if _url is None:
         return None
     if _client is None:
+        from redis.asyncio import Redis  # here: a worker without Redis never loads it
+
         _client = Redis.from_url(
             _url,
             socket_timeout=TIMEOUT,
