@@ -20,6 +20,7 @@ Each cell keeps its running totals, so an admission costs the same whatever the 
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import fcntl
 import hashlib
@@ -46,6 +47,7 @@ HEAP_BYTES = 64 * 1024 * 1024
 WINDOW = 60.0  # seconds, for rpm and tpm
 CONCURRENCY_HOLDERS = 64  # processes that may hold slots of one key at once
 CONCURRENCY_RETRY = 1.0  # seconds a refused request is told to wait for a free slot
+SETTLE_DELAY = 0.005  # seconds a noted settlement waits for an admission to ride on
 
 _HEADER = struct.Struct("<8sQ")  # magic, heap top (offset of the first free byte)
 _SLOT = struct.Struct("<16sQQ")  # cell id, offset, size
@@ -99,6 +101,8 @@ class EmbeddedLimits:
         self._slots: dict[int, int] = {}  # concurrency cell -> this process's (pid, count)
         self._by_limits: dict[tuple[str, Limits], Cells] = {}
         self._by_key: dict[str, tuple[Limits, Cells]] = {}  # the last Limits of each key
+        self._settling: list[tuple[str, Limits, int, float]] = []  # noted, not counted yet
+        self._flush: asyncio.TimerHandle | None = None
         self._pid = os.getpid()
         self._full_said = 0.0
 
@@ -113,6 +117,7 @@ class EmbeddedLimits:
         os.pwrite(self._fd, _HEADER.pack(MAGIC, _HEAP), 0)
 
     def close(self) -> None:
+        self.flush()
         self._map.close()
         os.close(self._fd)
 
@@ -122,21 +127,32 @@ class EmbeddedLimits:
         return self.admit_now(key, limits)
 
     def settle(self, key: str, limits: Limits, request_id: str, tokens: int) -> None:
-        if not (limits.concurrency or limits.tpm or limits.daily_tokens):
+        """Noted now, counted with the next admission of this process (under the lock it
+        takes anyway) or within SETTLE_DELAY: a slot is freed a moment late, never early,
+        and a worker under load takes the file lock once per request, not twice."""
+        if not limits.settles:
             return
-        now = self.now()
+        self._settling.append((key, limits, tokens, self.now()))
+        if self._flush is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: at once
+            self.flush()
+            return
+        self._flush = loop.call_later(SETTLE_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Count the settlements noted so far."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if not self._settling:
+            return
         self._lock.acquire()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            _, concurrency, _, tpm, daily = self._cells_of(key, limits)
-            if concurrency is not None:
-                self._release(concurrency)
-            if tokens > 0 and tpm is not None:
-                self._charge_window(tpm, now, tokens)
-            if tokens > 0 and daily is not None:
-                self._charge_period(daily, _day(now), tokens)
-        except _Full:
-            self._say_full()
+            self._settle_noted()
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._lock.release()
@@ -148,6 +164,8 @@ class EmbeddedLimits:
         self._lock.acquire()  # flock does not exclude threads sharing the fd
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
+            if self._settling:
+                self._settle_noted()
             return self._admit(key, limits, now)
         except _Full:
             self._say_full()
@@ -155,6 +173,21 @@ class EmbeddedLimits:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._lock.release()
+
+    def _settle_noted(self) -> None:
+        """Under the lock: free the slots and charge the tokens of the noted ends."""
+        noted, self._settling = self._settling, []
+        for key, limits, tokens, at in noted:
+            try:
+                _, concurrency, _, tpm, daily = self._cells_of(key, limits)
+                if concurrency is not None:
+                    self._release(concurrency)
+                if tokens > 0 and tpm is not None:
+                    self._charge_window(tpm, at, tokens)
+                if tokens > 0 and daily is not None:
+                    self._charge_period(daily, _day(at), tokens)
+            except _Full:
+                self._say_full()
 
     def _cells_of(self, key: str, limits: Limits) -> Cells:
         """The offsets of `key`'s cells for `limits` (None: no such limit), made on first
