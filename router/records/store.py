@@ -20,6 +20,37 @@ DATABASE_NAME = "router.db"
 BUSY_TIMEOUT = 5.0  # seconds a connection waits on another's write lock
 T = TypeVar("T")
 
+# the columns of `requests` a record fills, in the order rows are written
+REQUEST_COLUMNS = (
+    "request_id",
+    "time",
+    "day",
+    "protocol",
+    "endpoint",
+    "path",
+    "client",
+    "key",
+    "model",
+    "route",
+    "pool",
+    "instance",
+    "upstream_model",
+    "status",
+    "error",
+    "stream",
+    "ttfb",
+    "duration",
+    "overhead",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "estimated",
+    "cost",
+    "dropped",
+    "attempts",
+)
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: request records and daily usage
     """

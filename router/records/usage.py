@@ -11,6 +11,7 @@ from typing import Any
 
 from router.protocols import ir
 from router.records.dialect import SQLITE, Connection, Dialect
+from router.records.store import REQUEST_COLUMNS
 
 GROUPS = ("day", "key", "pool", "instance", "model", "protocol")
 DEFAULT_DAYS = 30
@@ -138,35 +139,8 @@ def requests_query(query: Mapping[str, str]) -> tuple[int, int | None, dict[str,
     return limit, before, filters
 
 
-_REQUEST_COLUMNS = (
-    "id",
-    "request_id",
-    "time",
-    "protocol",
-    "endpoint",
-    "path",
-    "client",
-    "key",
-    "model",
-    "route",
-    "pool",
-    "instance",
-    "upstream_model",
-    "status",
-    "error",
-    "stream",
-    "ttfb",
-    "duration",
-    "overhead",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "estimated",
-    "cost",
-    "dropped",
-    "attempts",
-)
+# what a listed record shows: its row id, then what was written but the day
+_REQUEST_COLUMNS = ("id", *(column for column in REQUEST_COLUMNS if column != "day"))
 _FILTER_COLUMNS = {"pool": "pool", "instance": "instance", "model": "upstream_model"}
 
 

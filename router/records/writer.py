@@ -26,42 +26,13 @@ from router.compiler.plan import Plan
 from router.config.durations import parse_duration
 from router.protocols import ir
 from router.records.outcome import Attempt, Outcome, usage_or_estimate
-from router.records.store import connect
+from router.records.store import REQUEST_COLUMNS, connect
 from router.records.threaded import ThreadedSink, log
 
 DEFAULT_RETENTION = 7 * 86400.0  # seconds of raw rows
 AGGREGATE_DAYS = 400
 _PRUNE_EVERY = 3600.0
 
-REQUEST_COLUMNS = (
-    "request_id",
-    "time",
-    "day",
-    "protocol",
-    "endpoint",
-    "path",
-    "client",
-    "key",
-    "model",
-    "route",
-    "pool",
-    "instance",
-    "upstream_model",
-    "status",
-    "error",
-    "stream",
-    "ttfb",
-    "duration",
-    "overhead",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "estimated",
-    "cost",
-    "dropped",
-    "attempts",
-)
 USAGE_COUNTERS = (
     "requests",
     "errors_4xx",
