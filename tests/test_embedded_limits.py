@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from router.access import embedded
 from router.access.embedded import FILE_NAME, MAGIC, EmbeddedLimits
 from router.access.keys import NO_LIMITS, Limits
 from router.access.limits import ADMITTED, Admission
@@ -636,3 +637,23 @@ def test_a_file_of_another_format_is_started_afresh(
         admitted = store.admit_now(KEY, limits)
         assert admitted.allowed and remaining(admitted) == (2, None)
         assert remaining(store.admit_now(KEY, Limits(monthly_requests=5))) == (3, None)
+
+
+def test_slots_under_this_pid_that_no_store_here_claimed_are_a_predecessors(
+    tmp_path: Path,
+) -> None:
+    """A restart can give a worker the pid its crashed predecessor had (containers do):
+    the predecessor's slots must not count as this process's forever."""
+    path = tmp_path / "limits.bin"
+    limits = Limits(concurrency=2)
+    before = EmbeddedLimits(path)
+    assert before.admit_now("k", limits).allowed
+    assert before.admit_now("k", limits).allowed
+    assert not before.admit_now("k", limits).allowed  # both slots held, never settled
+    before.close()
+    embedded._CLAIMED.clear()  # what a new process with the same pid starts from
+    after = EmbeddedLimits(path)
+    assert after.admit_now("k", limits).allowed
+    assert after.admit_now("k", limits).allowed
+    assert not after.admit_now("k", limits).allowed
+    after.close()

@@ -64,6 +64,7 @@ _BUCKETS = struct.Struct("<120q")
 
 
 Cells = tuple[int | None, int | None, int | None, int | None, int | None]  # rpm .. daily
+_CLAIMED: dict[tuple[int, int, int], dict[int, int]] = {}  # (pid, file) -> cell -> slot
 
 
 def _cell_id(key: str, kind: str, size: int) -> bytes:
@@ -93,17 +94,21 @@ class EmbeddedLimits:
         self.path = path
         self.now = now
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._pid = os.getpid()
         self._lock = threading.Lock()  # flock does not exclude threads sharing the fd
         with self._locked():
             self._prepare()
         self._map = mmap.mmap(self._fd, _HEAP + HEAP_BYTES)
         self._cells: dict[tuple[str, str, int], int] = {}
-        self._slots: dict[int, int] = {}  # concurrency cell -> this process's (pid, count)
+        stat = os.fstat(self._fd)
+        # concurrency cell -> this process's (pid, count), shared by every store of the
+        # process on this file (a slot under our pid that no store here claimed is a
+        # predecessor's that had the same pid)
+        self._slots = _CLAIMED.setdefault((self._pid, stat.st_dev, stat.st_ino), {})
         self._by_limits: dict[tuple[str, Limits], Cells] = {}
         self._by_key: dict[str, tuple[Limits, Cells]] = {}  # the last Limits of each key
         self._settling: list[tuple[str, Limits, int, float]] = []  # noted, not counted yet
         self._flush: asyncio.TimerHandle | None = None
-        self._pid = os.getpid()
         self._full_said = 0.0
 
     def _prepare(self) -> None:
@@ -330,12 +335,20 @@ class EmbeddedLimits:
             pid, count = holders[2 * i], holders[2 * i + 1]
             if count <= 0:
                 continue
-            if pid != self._pid and not _alive(pid):
-                _PAIR.pack_into(self._map, at + 8 + i * 16, 0, 0)  # its requests died with it
+            place = at + 8 + i * 16
+            if self._stale(at, pid, place):
+                _PAIR.pack_into(self._map, place, 0, 0)  # its requests died with it
                 continue
             total += count
         _I64.pack_into(self._map, at, total)
         return total
+
+    def _stale(self, at: int, pid: int, place: int) -> bool:
+        """Whether the holder `pid` at `place` is gone: a dead process, or one that had
+        this process's pid before (a restart reusing pids) and so is not this one's."""
+        if pid == self._pid:
+            return self._slots.get(at) != place
+        return not _alive(pid)
 
     def _own_slot(self, at: int) -> int:
         """The offset of this process's (pid, count) in the cell, claimed when needed."""
@@ -346,7 +359,11 @@ class EmbeddedLimits:
         for i in range(CONCURRENCY_HOLDERS):
             place = at + 8 + i * 16
             pid, count = _PAIR.unpack_from(self._map, place)
-            if pid == self._pid:
+            if pid == self._pid:  # a predecessor's with the same pid: its slots are gone
+                if count > 0:
+                    held = _I64.unpack_from(self._map, at)[0]
+                    _I64.pack_into(self._map, at, max(held - count, 0))
+                _PAIR.pack_into(self._map, place, self._pid, 0)
                 self._slots[at] = place
                 return place
             if free is None and (pid == 0 or count <= 0):

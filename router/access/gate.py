@@ -149,6 +149,9 @@ class LimitStores:
     def for_plan(self, plan: Plan) -> LimitStore:
         redis = plan.state.redis
         if redis is None:
+            if self._remote is not None:  # the config no longer names a Redis
+                self._remote.close()
+                self._remote = self._remote_url = None
             return self.embedded()
         if self._remote is None or self._remote_url != redis.value:
             self._remote = self._guarded(redis.value, plan.state.fail_closed)

@@ -59,6 +59,9 @@ class GuardedLimits:
                 return await self.remote.admit(key, limits, request_id)
             except Exception as exc:
                 self._remote_failed(exc)
+                # Redis may have counted it before the answer was lost: free that slot
+                # (sent once it is reachable) rather than hold it for a lease
+                self.remote.settle(key, limits, request_id, 0)
         self.fallbacks += 1
         if self.fail_closed:
             return UNAVAILABLE

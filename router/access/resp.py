@@ -16,7 +16,7 @@ import collections
 import hashlib
 import ssl
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 Reply = bytes | int | list[Any] | None
 STALL = 0.02  # seconds a timer may run late before this process counts as stalled
@@ -227,6 +227,16 @@ class Channel:
             context = ssl.create_default_context() if parts.scheme == "rediss" else None
             host, port = parts.hostname or "127.0.0.1", parts.port or 6379
             _, connection = await loop.create_connection(_Connection, host, port, ssl=context)
+        try:
+            await self._handshake(connection, parts)
+        except BaseException:
+            connection.fail(ConnectionError("Redis handshake failed"))
+            raise
+        return connection
+
+    async def _handshake(self, connection: _Connection, parts: SplitResult) -> None:
+        """AUTH and SELECT from the URL; the scripts loaded for unawaited EVALSHAs."""
+        loop = asyncio.get_running_loop()
         handshake: list[tuple[str | bytes, ...]] = []
         if parts.password is not None:
             user = unquote(parts.username) if parts.username else None
@@ -245,7 +255,6 @@ class Channel:
             connection.waiting.append((None, loop.time() + self.timeout))
             assert connection.transport is not None
             connection.transport.write(_encode((b"SCRIPT", b"LOAD", body)))
-        return connection
 
     def _watch(self, loop: asyncio.AbstractEventLoop, delay: float | None = None) -> None:
         if self._watchdog is None:
@@ -263,10 +272,11 @@ class Channel:
         if connection is None or not connection.waiting:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() - self._watchdog_due > STALL:
-            self._watch(loop, STALL)
+        overdue_by = loop.time() - connection.waiting[0][1]
+        if loop.time() - self._watchdog_due > STALL and overdue_by < 3 * self.timeout:
+            self._watch(loop, STALL)  # look again once the socket was read, within limits
             return
-        if connection.waiting[0][1] < loop.time():
+        if overdue_by > 0:
             connection.fail(Overdue("Redis did not answer in time"))
             return
         self._watch(loop)

@@ -152,6 +152,13 @@ async def serve(holder: PlanHolder, incoming: Incoming) -> Reply:
     token = UPSTREAM_WAIT.set(wait)
     try:
         reply = await _serve(holder, incoming, trace)
+    except BaseException:
+        # an error no stage expected (the front answers 500 with a trace of its own):
+        # give back what the key's admission took, or its slot would stay taken
+        ticket, trace.ticket = trace.ticket, None
+        if ticket is not None:
+            ticket.settle(None)
+        raise
     finally:
         UPSTREAM_WAIT.reset(token)
     overhead = max(time.perf_counter() - incoming.started - wait.seconds, 0.0)

@@ -43,14 +43,14 @@ INTERVAL = 0.2  # seconds between rounds
 BACKOFF = (0.5, 10.0)  # seconds: first pause after a failure, longest
 TIMEOUT = 0.5  # seconds, per Redis call
 STREAM_LENGTH = 10_000  # events and commands kept in Redis (approximately)
-SERVER_TTL = 5  # seconds a server's published workers stay without a refresh
+SERVER_TTL = 5.0  # seconds a server's published workers count without a refresh
 PREFIX = "router:state:"
 VERSION = PREFIX + "version"
 OVERRIDES = PREFIX + "overrides"
 KEYS = PREFIX + "keys"
 EVENTS = PREFIX + "events"
 COMMANDS = PREFIX + "commands"
-SERVERS = PREFIX + "server:"
+SERVERS = PREFIX + "servers"  # hash: server -> {"seen", "workers"}
 
 # HSET the row when it is newer than the one held; bump the version when it was
 _PUT_IF_NEWER = """
@@ -294,17 +294,24 @@ class StateBridge:
     # --- workers of the other servers ----------------------------------------------------------
 
     def _servers(self, connection: sqlite3.Connection, client: redis.Redis) -> None:
-        mine = workers.live(connection)
-        client.set(SERVERS + self.server, json.dumps(mine), ex=SERVER_TTL)
+        """Publish this server's live workers; keep the others' that are fresh. One hash
+        of servers, not a key each: no SCAN over the whole keyspace five times a second."""
+        now = time.time()
+        mine = {"seen": now, "workers": workers.live(connection)}
+        client.hset(SERVERS, self.server, json.dumps(mine))
         others: dict[str, list[dict[str, Any]]] = {}
-        names = [
-            name
-            for name in client.scan_iter(match=SERVERS + "*", count=100)
-            if name.decode() != SERVERS + self.server
-        ]
-        for name, value in zip(names, client.mget(names) if names else [], strict=True):
-            if value is not None:
-                others[name.decode()[len(SERVERS) :]] = json.loads(value)
+        gone: list[str] = []
+        for field, value in client.hgetall(SERVERS).items():
+            name = field.decode()
+            if name == self.server:
+                continue
+            entry = json.loads(value)
+            if entry.get("seen", 0) < now - SERVER_TTL:
+                gone.append(name)
+                continue
+            others[name] = entry.get("workers", [])
+        if gone:
+            client.hdel(SERVERS, *gone)
         workers.replace_remote(connection, others)
 
 
