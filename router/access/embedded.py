@@ -5,18 +5,19 @@ are exact across processes, and nothing waits on the disk: the file lives in the
 cache and the kernel writes it back when it likes, which also keeps daily and monthly
 budgets across restarts.
 
-Layout: a header, a table of cells (open addressing on a 16-byte id of key, limit and
-size), and a heap the cells are carved from. A cell is never moved or freed, so each
-process remembers where its cells are. A full table or heap fails open, with a warning:
-a limit must not take the gateway down.
+Layout: a header, a table of cells (open addressing on a 16-byte id), and a heap the
+cells are carved from. A cell is never moved or freed, so each process remembers where
+its cells are. A full table or heap fails open, with a warning: a limit must not take
+the gateway down.
 
-Each cell keeps its running totals, so an admission costs the same whatever the limits:
-* rpm: a ring of the last `rpm` admission times, with where the window starts and how
-  many are in it (entries leave from the start as they age: amortized O(1));
-* concurrency: the total in flight, and how many each process holds (so the slots of a
-  process that died can be let go);
-* tpm: 60 one-second buckets, their total, and the last second expired;
-* daily and monthly: (period, value)."""
+A client key has two cells, and an admission reads and writes each in one go:
+* its record: the running totals of every limit but rpm (the requests in flight, the
+  tokens of the last minute, this month's requests, today's tokens), the (pid, count)
+  of each process holding concurrency slots (so the slots of a process that died can be
+  let go), and 60 one-second token buckets;
+* for rpm, a ring of its last `rpm` admission times, with where the window starts and
+  how many are in it (entries leave from the start as they age: amortized O(1)).
+Changing a key's limits keeps its counts; only a new rpm starts a new ring."""
 
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from router.access.keys import Limits
@@ -41,7 +41,7 @@ from router.protocols import ir
 log = logging.getLogger("router.limits")
 
 FILE_NAME = "limits.bin"
-MAGIC = b"RLIMITS2"
+MAGIC = b"RLIMITS3"
 SLOTS = 16384
 HEAP_BYTES = 64 * 1024 * 1024
 WINDOW = 60.0  # seconds, for rpm and tpm
@@ -53,40 +53,53 @@ _HEADER = struct.Struct("<8sQ")  # magic, heap top (offset of the first free byt
 _SLOT = struct.Struct("<16sQQ")  # cell id, offset, size
 _TABLE = 64
 _HEAP = _TABLE + SLOTS * _SLOT.size
-_U64 = struct.Struct("<Q")
+
+# a key's record: in flight; tokens in the window, the last second expired, the newest
+# second; (month, requests); (day, tokens); then the holders and the token buckets
+_RECORD = struct.Struct("<8q")
+_HOLDERS_AT = _RECORD.size
+_HOLDERS = struct.Struct(f"<{CONCURRENCY_HOLDERS * 2}q")
+_BUCKETS_AT = _HOLDERS_AT + _HOLDERS.size
+_BUCKETS = struct.Struct("<120q")  # 60 x (second, tokens)
+_RECORD_BYTES = _BUCKETS_AT + _BUCKETS.size
+_RING = struct.Struct("<QQQ")  # next to write, first in the window, how many in it
 _F64 = struct.Struct("<d")
 _I64 = struct.Struct("<q")
 _PAIR = struct.Struct("<qq")
-_RING = struct.Struct("<QQQ")  # next to write, first in the window, how many in it
-_HOLDERS = struct.Struct(f"<{CONCURRENCY_HOLDERS * 2}q")
-_TPM = struct.Struct("<qqq")  # tokens in the window, last second expired, newest second
-_BUCKETS = struct.Struct("<120q")
+
+# (pid, file) -> record -> [offset, count] of this process's (pid, count) holder
+_CLAIMED: dict[tuple[int, int, int], dict[int, list[int]]] = {}
+_MEMO = 10_000  # keys whose cells a process remembers before it starts over
 
 
-Cells = tuple[int | None, int | None, int | None, int | None, int | None]  # rpm .. daily
-_CLAIMED: dict[tuple[int, int, int], dict[int, int]] = {}  # (pid, file) -> cell -> slot
-
-
-def _cell_id(key: str, kind: str, size: int) -> bytes:
-    return hashlib.blake2b(f"{key}\0{kind}\0{size}".encode(), digest_size=16).digest()
-
-
-def _day(now: float) -> int:
-    return int(now // 86400)
-
-
-def _month(now: float) -> int:
-    moment = datetime.fromtimestamp(now, UTC)
-    return moment.year * 12 + moment.month - 1
-
-
-def _next_month(now: float) -> float:
-    month = _month(now) + 1
-    return float(calendar.timegm((month // 12, month % 12 + 1, 1, 0, 0, 0)))
+def _cell_id(*parts: object) -> bytes:
+    name = "\0".join(str(part) for part in parts)
+    return hashlib.blake2b(name.encode(), digest_size=16).digest()
 
 
 class _Full(Exception):
     """No room left for a new cell."""
+
+
+class _Calendar:
+    """The UTC day and month of a time, worked out once a day."""
+
+    __slots__ = ("day", "day_end", "day_start", "month", "month_end")
+
+    def __init__(self) -> None:
+        self.day_start = self.day_end = self.month_end = 0.0
+        self.day = self.month = 0
+
+    def at(self, now: float) -> _Calendar:
+        if not self.day_start <= now < self.day_end:
+            self.day = int(now // 86400)
+            self.day_start = self.day * 86400.0
+            self.day_end = self.day_start + 86400.0
+            moment = time.gmtime(self.day_start)
+            self.month = moment.tm_year * 12 + moment.tm_mon - 1
+            year, month = divmod(self.month + 1, 12)
+            self.month_end = float(calendar.timegm((year, month + 1, 1, 0, 0, 0)))
+        return self
 
 
 class EmbeddedLimits:
@@ -99,16 +112,18 @@ class EmbeddedLimits:
         with self._locked():
             self._prepare()
         self._map = mmap.mmap(self._fd, _HEAP + HEAP_BYTES)
-        self._cells: dict[tuple[str, str, int], int] = {}
         stat = os.fstat(self._fd)
-        # concurrency cell -> this process's (pid, count), shared by every store of the
-        # process on this file (a slot under our pid that no store here claimed is a
-        # predecessor's that had the same pid)
+        # record -> this process's holder and its count, shared by every store of the
+        # process on this file (the count is this process's to write: the file's copy
+        # is for the others to see; a holder under our pid that no store here claimed
+        # is a predecessor's that had the same pid)
         self._slots = _CLAIMED.setdefault((self._pid, stat.st_dev, stat.st_ino), {})
-        self._by_limits: dict[tuple[str, Limits], Cells] = {}
-        self._by_key: dict[str, tuple[Limits, Cells]] = {}  # the last Limits of each key
+        self._records: dict[str, int] = {}
+        self._rings: dict[tuple[str, int], int] = {}
+        self._by_key: dict[str, tuple[Limits, int, int | None]] = {}  # the last Limits' cells
         self._settling: list[tuple[str, Limits, int, float]] = []  # noted, not counted yet
         self._flush: asyncio.TimerHandle | None = None
+        self._calendar = _Calendar()
         self._full_said = 0.0
 
     def _prepare(self) -> None:
@@ -171,7 +186,10 @@ class EmbeddedLimits:
         try:
             if self._settling:
                 self._settle_noted()
-            return self._admit(key, limits, now)
+            cells = self._by_key.get(key)
+            if cells is None or cells[0] is not limits:
+                cells = self._cells_of(key, limits)
+            return self._admit(limits, cells[1], cells[2], now)
         except _Full:
             self._say_full()
             return ADMITTED
@@ -179,163 +197,167 @@ class EmbeddedLimits:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._lock.release()
 
+    # --- counting, under the lock --------------------------------------------------------
+
+    def _admit(self, limits: Limits, at: int, ring: int | None, now: float) -> Admission:
+        """Refuse, or count the request in every limit of `limits`, in one pass."""
+        memory = self._map
+        flight, tokens, through, newest, month, requests, day, spent = _RECORD.unpack_from(
+            memory, at
+        )
+        wait, exceeded = 0.0, ""  # of the refusal that frees up last
+
+        rpm = limits.rpm or 1
+        cursor = first = count = 0
+        if ring is not None:
+            cursor, first, count = _RING.unpack_from(memory, ring)
+            if count:
+                since, moved = now - WINDOW, False
+                oldest = _F64.unpack_from(memory, ring + 24 + first * 8)[0]
+                while oldest <= since:
+                    first, count, moved = (first + 1) % rpm, count - 1, True
+                    if not count:
+                        break
+                    oldest = _F64.unpack_from(memory, ring + 24 + first * 8)[0]
+                if moved:
+                    _RING.pack_into(memory, ring, cursor, first, count)
+                if count >= rpm:
+                    wait, exceeded = oldest + WINDOW - now, "rpm"
+
+        concurrency = limits.concurrency
+        if concurrency and flight >= concurrency:
+            flight = self._recount(at)
+            if flight >= concurrency and (not exceeded or wait < CONCURRENCY_RETRY):
+                wait, exceeded = CONCURRENCY_RETRY, "concurrency"
+
+        monthly, days = limits.monthly_requests, None
+        if monthly:
+            days = self._calendar.at(now)
+            if month != days.month:
+                month, requests = days.month, 0
+            if requests >= monthly and (not exceeded or days.month_end - now > wait):
+                wait, exceeded = days.month_end - now, "monthly_requests"
+
+        tpm, daily = limits.tpm, limits.daily_tokens
+        tokens_reset = 0.0
+        if tpm:
+            if through < int(now) - int(WINDOW):
+                tokens, through = self._expire(at, now, tokens, through)
+                _RECORD.pack_into(
+                    memory, at, flight, tokens, through, newest, month, requests, day, spent
+                )
+            if tokens:
+                tokens_reset = newest + WINDOW - now
+                tokens_reset = tokens_reset if tokens_reset > 0.0 else 0.0
+            if tokens >= tpm:
+                tpm_wait = self._window_wait(at, now, tokens, tpm)
+                if not exceeded or tpm_wait > wait:
+                    wait, exceeded = tpm_wait, "tpm"
+        if daily:
+            days = self._calendar.at(now)
+            if day != days.day:
+                day, spent = days.day, 0
+            if spent >= daily and (not exceeded or days.day_end - now > wait):
+                wait, exceeded = days.day_end - now, "daily_tokens"
+
+        admitted = not exceeded
+        if admitted:
+            if ring is not None:
+                _F64.pack_into(memory, ring + 24 + cursor * 8, now)
+                cursor, count = (cursor + 1) % rpm, count + 1
+                _RING.pack_into(memory, ring, cursor, first, count)
+            if concurrency:
+                flight = flight - self._hold(at) + 1
+            if monthly:
+                requests += 1
+            if concurrency or monthly:
+                _RECORD.pack_into(
+                    memory, at, flight, tokens, through, newest, month, requests, day, spent
+                )
+
+        # the rates the protocol's headers show: rpm, else the month; tpm, else the day
+        requests_limit = requests_left = requests_reset = None
+        if ring is not None:
+            requests_limit, requests_left = rpm, rpm - count
+            if admitted:
+                requests_reset = WINDOW  # the newest admission is this one
+            elif count:
+                newest_at = (cursor - 1) % rpm
+                requests_reset = _F64.unpack_from(memory, ring + 24 + newest_at * 8)[0]
+                requests_reset = max(requests_reset + WINDOW - now, 0.0)
+            else:
+                requests_reset = 0.0
+        elif monthly and days is not None:
+            requests_limit, requests_left = monthly, max(monthly - requests, 0)
+            requests_reset = days.month_end - now
+        tokens_limit = tokens_left = None
+        if tpm:
+            tokens_limit, tokens_left = tpm, tpm - tokens if tokens < tpm else 0
+        elif daily and days is not None:
+            tokens_limit, tokens_left = daily, max(daily - spent, 0)
+            tokens_reset = days.day_end - now
+        if requests_limit is None and tokens_limit is None:
+            rates = None  # concurrency alone: no header family shows it
+        else:
+            rates = ir.RateLimits(
+                requests_limit,
+                requests_left,
+                requests_reset,
+                tokens_limit,
+                tokens_left,
+                tokens_reset if tokens_limit is not None else None,
+            )
+        if admitted:
+            return Admission(True, rates=rates)
+        return Admission(False, exceeded, max(wait, 0.001), rates)
+
     def _settle_noted(self) -> None:
         """Under the lock: free the slots and charge the tokens of the noted ends."""
         noted, self._settling = self._settling, []
-        for key, limits, tokens, at in noted:
+        memory = self._map
+        for key, limits, used, at_time in noted:
             try:
-                _, concurrency, _, tpm, daily = self._cells_of(key, limits)
-                if concurrency is not None:
-                    self._release(concurrency)
-                if tokens > 0 and tpm is not None:
-                    self._charge_window(tpm, at, tokens)
-                if tokens > 0 and daily is not None:
-                    self._charge_period(daily, _day(at), tokens)
+                at = self._record(key)
             except _Full:
                 self._say_full()
-
-    def _cells_of(self, key: str, limits: Limits) -> Cells:
-        """The offsets of `key`'s cells for `limits` (None: no such limit), made on first
-        use and remembered."""
-        found = self._by_key.get(key)
-        if found is not None and found[0] is limits:  # the same key's Limits: one lookup
-            return found[1]
-        cells = self._by_limits.get((key, limits))
-        if cells is None:
-            cells = (
-                self._cell(key, "rpm", limits.rpm) if limits.rpm else None,
-                self._cell(key, "concurrency", CONCURRENCY_HOLDERS) if limits.concurrency else None,
-                self._cell(key, "monthly", 1) if limits.monthly_requests else None,
-                self._cell(key, "tpm", 60) if limits.tpm else None,
-                self._cell(key, "daily", 1) if limits.daily_tokens else None,
+                continue
+            flight, tokens, through, newest, month, requests, day, spent = _RECORD.unpack_from(
+                memory, at
             )
-            if len(self._by_limits) > 10_000:
-                self._by_limits.clear()
-            self._by_limits[(key, limits)] = cells
-        if len(self._by_key) > 10_000:
-            self._by_key.clear()
-        self._by_key[key] = (limits, cells)
-        return cells
+            if limits.concurrency:
+                flight -= self._release(at)
+            if used > 0 and limits.tpm:
+                if through < int(at_time) - int(WINDOW):
+                    tokens, through = self._expire(at, at_time, tokens, through)
+                second = int(at_time)
+                place = at + _BUCKETS_AT + (second % 60) * 16
+                stamp, held = _PAIR.unpack_from(memory, place)
+                if stamp != second:
+                    tokens -= held  # a second that left the window, not expired yet
+                    held = 0
+                _PAIR.pack_into(memory, place, second, held + used)
+                tokens += used
+                if second > newest:
+                    newest = second
+            if used > 0 and limits.daily_tokens:
+                today = self._calendar.at(at_time).day
+                if day != today:
+                    day, spent = today, 0
+                spent += used
+            _RECORD.pack_into(
+                memory, at, flight, tokens, through, newest, month, requests, day, spent
+            )
 
-    # --- counting, under the lock --------------------------------------------------------
-
-    def _admit(self, key: str, limits: Limits, now: float) -> Admission:
-        rpm, concurrency, monthly, tpm, daily = self._cells_of(key, limits)
-        month = _month(now) if monthly is not None else 0
-        today = _day(now) if daily is not None else 0
-        tokens_used, tokens_reset = None, None
-        if tpm is not None:
-            tokens_used, tokens_reset = self._window_sum(tpm, now)
-        elif daily is not None:
-            tokens_used = self._period_value(daily, today)
-            tokens_reset = (today + 1) * 86400.0 - now
-        window = self._ring_advance(rpm, limits.rpm or 1, now) if rpm is not None else None
-
-        refusals: list[tuple[float, str]] = []  # (wait, limit)
-        if rpm is not None and window is not None and window[2] >= (limits.rpm or 0):
-            refusals.append((self._ring_entry(rpm, window[1]) + WINDOW - now, "rpm"))
-        if concurrency is not None and self._full(concurrency, limits.concurrency or 0):
-            refusals.append((CONCURRENCY_RETRY, "concurrency"))
-        if monthly is not None and self._period_value(monthly, month) >= (
-            limits.monthly_requests or 0
-        ):
-            refusals.append((_next_month(now) - now, "monthly_requests"))
-        if tpm is not None and (tokens_used or 0) >= (limits.tpm or 0):
-            refusals.append((self._window_wait(tpm, now, limits.tpm or 0), "tpm"))
-        if daily is not None and self._period_value(daily, today) >= (limits.daily_tokens or 0):
-            refusals.append(((today + 1) * 86400.0 - now, "daily_tokens"))
-        # several limits reached: the one that frees up last says when to come back
-        refusal = max(refusals) if refusals else None
-
-        if refusal is None:
-            if rpm is not None and window is not None:
-                window = self._ring_push(rpm, limits.rpm or 1, window, now)
-            if concurrency is not None:
-                self._hold(concurrency)
-            if monthly is not None:
-                self._charge_period(monthly, month, 1)
-        rates = self._rates(limits, now, rpm, window, monthly, month, tokens_used, tokens_reset)
-        if refusal is None:
-            return Admission(True, rates=rates)
-        wait, exceeded = refusal
-        return Admission(False, exceeded, max(wait, 0.001), rates)
-
-    def _full(self, at: int, limit: int) -> bool:
-        """Whether `limit` requests are in flight; dead holders are let go first."""
-        return _I64.unpack_from(self._map, at)[0] >= limit and self._recount(at) >= limit
-
-    def _rates(
-        self,
-        limits: Limits,
-        now: float,
-        rpm: int | None,
-        window: tuple[int, int, int] | None,
-        monthly: int | None,
-        month: int,
-        tokens_used: int | None,
-        tokens_reset: float | None,
-    ) -> ir.RateLimits | None:
-        requests_limit = requests_remaining = None
-        requests_reset: float | None = None
-        if rpm is not None and window is not None and limits.rpm:
-            cursor, _, in_window = window
-            requests_limit, requests_remaining = limits.rpm, limits.rpm - in_window
-            requests_reset = 0.0
-            if in_window:
-                newest = self._ring_entry(rpm, (cursor - 1) % limits.rpm)
-                requests_reset = max(newest + WINDOW - now, 0.0)
-        elif monthly is not None and limits.monthly_requests:
-            requests_limit = limits.monthly_requests
-            requests_remaining = limits.monthly_requests - self._period_value(monthly, month)
-            requests_reset = _next_month(now) - now
-        tokens_limit = limits.tpm or limits.daily_tokens
-        if requests_limit is None and tokens_limit is None:
-            return None  # concurrency alone: no header family shows it
-        tokens_remaining = None
-        if tokens_limit is not None and tokens_used is not None:
-            tokens_remaining = tokens_limit - tokens_used
-        return ir.RateLimits(
-            requests_limit,
-            None if requests_remaining is None else max(requests_remaining, 0),
-            requests_reset,
-            tokens_limit,
-            None if tokens_remaining is None else max(tokens_remaining, 0),
-            tokens_reset,
-        )
-
-    # rpm: a ring of the last `rpm` admission times
-    def _ring_entry(self, at: int, index: int) -> float:
-        return _F64.unpack_from(self._map, at + _RING.size + index * 8)[0]
-
-    def _ring_advance(self, at: int, size: int, now: float) -> tuple[int, int, int]:
-        """(next, first, count) once the admissions older than the window have left."""
-        cursor, first, count = _RING.unpack_from(self._map, at)
-        since, moved = now - WINDOW, False
-        while count and self._ring_entry(at, first) <= since:
-            first, count, moved = (first + 1) % size, count - 1, True
-        if moved:
-            _RING.pack_into(self._map, at, cursor, first, count)
-        return cursor, first, count
-
-    def _ring_push(
-        self, at: int, size: int, window: tuple[int, int, int], now: float
-    ) -> tuple[int, int, int]:
-        cursor, first, count = window
-        _F64.pack_into(self._map, at + _RING.size + cursor * 8, now)
-        window = ((cursor + 1) % size, first, count + 1)
-        _RING.pack_into(self._map, at, *window)
-        return window
-
-    # concurrency: the total, then (pid, count) per process holding slots
+    # concurrency: the total in the record, then (pid, count) per process holding slots
     def _recount(self, at: int) -> int:
         """The total in flight again, letting go of the slots of dead processes."""
-        holders = _HOLDERS.unpack_from(self._map, at + 8)
+        holders = _HOLDERS.unpack_from(self._map, at + _HOLDERS_AT)
         total = 0
         for i in range(CONCURRENCY_HOLDERS):
             pid, count = holders[2 * i], holders[2 * i + 1]
             if count <= 0:
                 continue
-            place = at + 8 + i * 16
+            place = at + _HOLDERS_AT + i * 16
             if self._stale(at, pid, place):
                 _PAIR.pack_into(self._map, place, 0, 0)  # its requests died with it
                 continue
@@ -347,114 +369,102 @@ class EmbeddedLimits:
         """Whether the holder `pid` at `place` is gone: a dead process, or one that had
         this process's pid before (a restart reusing pids) and so is not this one's."""
         if pid == self._pid:
-            return self._slots.get(at) != place
+            slot = self._slots.get(at)
+            return slot is None or slot[0] != place
         return not _alive(pid)
 
-    def _own_slot(self, at: int) -> int:
-        """The offset of this process's (pid, count) in the cell, claimed when needed."""
-        place = self._slots.get(at)
-        if place is not None and _PAIR.unpack_from(self._map, place)[0] == self._pid:
-            return place
+    def _claim(self, at: int) -> tuple[list[int], int]:
+        """A holder for this process in the record, and the slots of a predecessor with
+        our pid let go on the way (for the caller to take off the total)."""
         free = None
         for i in range(CONCURRENCY_HOLDERS):
-            place = at + 8 + i * 16
+            place = at + _HOLDERS_AT + i * 16
             pid, count = _PAIR.unpack_from(self._map, place)
             if pid == self._pid:  # a predecessor's with the same pid: its slots are gone
-                if count > 0:
-                    held = _I64.unpack_from(self._map, at)[0]
-                    _I64.pack_into(self._map, at, max(held - count, 0))
-                _PAIR.pack_into(self._map, place, self._pid, 0)
-                self._slots[at] = place
-                return place
+                free, gone = place, max(count, 0)
+                break
             if free is None and (pid == 0 or count <= 0):
                 free = place
-        if free is None:
-            raise _Full
+        else:
+            if free is None:
+                raise _Full
+            gone = 0
         _PAIR.pack_into(self._map, free, self._pid, 0)
-        self._slots[at] = free
-        return free
+        slot = self._slots[at] = [free, 0]
+        return slot, gone
 
-    def _hold(self, at: int) -> None:
-        place = self._own_slot(at)
-        count = _PAIR.unpack_from(self._map, place)[1]
-        _PAIR.pack_into(self._map, place, self._pid, max(count, 0) + 1)
-        _I64.pack_into(self._map, at, max(_I64.unpack_from(self._map, at)[0], 0) + 1)
+    def _hold(self, at: int) -> int:
+        """Take a slot; the predecessor's slots let go (see _claim)."""
+        slot, gone = self._slots.get(at), 0
+        if slot is None:
+            slot, gone = self._claim(at)
+        slot[1] += 1
+        _PAIR.pack_into(self._map, slot[0], self._pid, slot[1])
+        return gone
 
-    def _release(self, at: int) -> None:
-        place = self._own_slot(at)
-        count = _PAIR.unpack_from(self._map, place)[1]
-        if count > 0:
-            _PAIR.pack_into(self._map, place, self._pid, count - 1)
-            _I64.pack_into(self._map, at, max(_I64.unpack_from(self._map, at)[0] - 1, 0))
+    def _release(self, at: int) -> int:
+        """Give back one of this process's slots: 1, or 0 when it holds none."""
+        slot = self._slots.get(at)
+        if slot is None or slot[1] <= 0:
+            return 0
+        slot[1] -= 1
+        _PAIR.pack_into(self._map, slot[0], self._pid, slot[1])
+        return 1
 
-    # tpm: the total, the last second expired, the newest second; 60 (second, tokens)
-    def _expire(self, at: int, now: float) -> tuple[int, int]:
-        """(tokens in the window, newest second) once the seconds that left it are gone."""
-        total, through, newest = _TPM.unpack_from(self._map, at)
+    # tpm: 60 buckets of (second, tokens) after the record
+    def _expire(self, at: int, now: float, tokens: int, through: int) -> tuple[int, int]:
+        """(tokens in the window, last second expired) once the seconds that left the
+        window are gone from `tokens` and their buckets emptied."""
         edge = int(now) - int(WINDOW)  # this second and the ones before have left
         if through >= edge:
-            return total, newest
+            return tokens, through
         for second in range(max(through + 1, edge - 59), edge + 1):
-            place = at + _TPM.size + (second % 60) * 16
-            stamp, tokens = _PAIR.unpack_from(self._map, place)
-            if tokens and stamp <= edge:
-                total -= tokens
+            place = at + _BUCKETS_AT + (second % 60) * 16
+            stamp, held = _PAIR.unpack_from(self._map, place)
+            if held and stamp <= edge:
+                tokens -= held
                 _PAIR.pack_into(self._map, place, 0, 0)
-        total = max(total, 0)
-        _TPM.pack_into(self._map, at, total, edge, newest)
-        return total, newest
+        return max(tokens, 0), edge
 
-    def _window_sum(self, at: int, now: float) -> tuple[int, float]:
-        """Tokens in the window, and the seconds until it is empty again."""
-        used, newest = self._expire(at, now)
-        return used, max(newest + WINDOW - now, 0.0) if used else 0.0
-
-    def _window_wait(self, at: int, now: float, limit: int) -> float:
+    def _window_wait(self, at: int, now: float, used: int, limit: int) -> float:
         """Seconds until enough tokens have left the window to be under `limit` (only
         for a refusal: it sorts the buckets)."""
-        used, _ = self._expire(at, now)
-        values = _BUCKETS.unpack_from(self._map, at + _TPM.size)
+        values = _BUCKETS.unpack_from(self._map, at + _BUCKETS_AT)
         buckets = sorted(
-            (stamp, tokens)
-            for stamp, tokens in zip(values[0::2], values[1::2], strict=True)
-            if tokens
+            (stamp, held) for stamp, held in zip(values[0::2], values[1::2], strict=True) if held
         )
-        for stamp, tokens in buckets:
-            used -= tokens
+        for stamp, held in buckets:
+            used -= held
             if used < limit:
                 return max(stamp + WINDOW - now, 0.0)
         return WINDOW
 
-    def _charge_window(self, at: int, now: float, tokens: int) -> None:
-        total, _ = self._expire(at, now)
-        second = int(now)
-        place = at + _TPM.size + (second % 60) * 16
-        stamp, held = _PAIR.unpack_from(self._map, place)
-        if stamp != second:
-            total -= held  # a second that left the window, not expired yet
-            held = 0
-        _PAIR.pack_into(self._map, place, second, held + tokens)
-        through = _TPM.unpack_from(self._map, at)[1]
-        _TPM.pack_into(self._map, at, max(total, 0) + tokens, through, second)
-
-    # daily and monthly: (period, value)
-    def _period_value(self, at: int, period: int) -> int:
-        stamp, value = _PAIR.unpack_from(self._map, at)
-        return value if stamp == period else 0
-
-    def _charge_period(self, at: int, period: int, amount: int) -> None:
-        _PAIR.pack_into(self._map, at, period, self._period_value(at, period) + amount)
-
     # --- cells ---------------------------------------------------------------------------
 
-    def _cell(self, key: str, kind: str, size: int) -> int:
-        """The offset of the cell (`size` entries of 8 or 16 bytes, by kind), made on
-        first use."""
-        name = (key, kind, size)
-        at = self._cells.get(name)
+    def _cells_of(self, key: str, limits: Limits) -> tuple[Limits, int, int | None]:
+        """`key`'s record and (with rpm) ring, made on first use and remembered."""
+        ring = None
+        if limits.rpm:
+            ring = self._rings.get((key, limits.rpm))
+            if ring is None:
+                cell = _cell_id(key, "rpm", limits.rpm)
+                ring = self._find_or_make(cell, _RING.size + limits.rpm * 8)
+                if len(self._rings) > _MEMO:
+                    self._rings.clear()
+                self._rings[(key, limits.rpm)] = ring
+        cells = (limits, self._record(key), ring)
+        if len(self._by_key) > _MEMO:
+            self._by_key.clear()
+        self._by_key[key] = cells
+        return cells
+
+    def _record(self, key: str) -> int:
+        at = self._records.get(key)
         if at is None:
-            at = self._find_or_make(_cell_id(key, kind, size), _bytes_for(kind, size))
-            self._cells[name] = at
+            at = self._find_or_make(_cell_id(key, "record"), _RECORD_BYTES)
+            if len(self._records) > _MEMO:
+                self._records.clear()
+            self._records[key] = at
         return at
 
     def _find_or_make(self, cell: bytes, length: int) -> int:
@@ -482,16 +492,6 @@ class EmbeddedLimits:
         if now - self._full_said > 60.0:
             self._full_said = now
             log.warning("limit store %s is full: limits are not enforced for new keys", self.path)
-
-
-def _bytes_for(kind: str, size: int) -> int:
-    if kind == "rpm":
-        return _RING.size + size * 8
-    if kind == "concurrency":
-        return 8 + size * 16
-    if kind == "tpm":
-        return _TPM.size + size * 16
-    return size * 16
 
 
 def _alive(pid: int) -> bool:

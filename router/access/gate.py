@@ -58,18 +58,50 @@ def known_key(
     presented = presented_key(headers, query)
     if presented is None:
         raise ir.Error(401, "authentication", "missing API key")
-    hashed = digest(presented)
-    key = plan.auth.keys.get(hashed) or runtime.get(hashed)
-    if key is None:
-        raise ir.Error(401, "authentication", "invalid API key")
-    return key
+    return _RECOGNIZED.key(plan.auth.keys, runtime, presented)
+
+
+class _Recognized:
+    """The keys presented lately that were found, for the key sets they were found in:
+    a known key's digest is worked out once, not on every request. The sets are held
+    (not their ids), so a new set is always told from an old one."""
+
+    __slots__ = ("configured", "found", "runtime")
+
+    LIMIT = 1024  # keys remembered before starting over
+
+    def __init__(self) -> None:
+        self.configured: Mapping[str, ClientKey] = {}
+        self.runtime: Mapping[str, ClientKey] = {}
+        self.found: dict[str, ClientKey] = {}
+
+    def key(
+        self, configured: Mapping[str, ClientKey], runtime: Mapping[str, ClientKey], presented: str
+    ) -> ClientKey:
+        if configured is self.configured and runtime is self.runtime:
+            key = self.found.get(presented)
+            if key is not None:
+                return key
+        else:
+            self.configured, self.runtime, self.found = configured, runtime, {}
+        hashed = digest(presented)
+        key = configured.get(hashed) or runtime.get(hashed)
+        if key is None:
+            raise ir.Error(401, "authentication", "invalid API key")
+        if len(self.found) >= self.LIMIT:
+            self.found.clear()
+        self.found[presented] = key
+        return key
+
+
+_RECOGNIZED = _Recognized()
 
 
 def check_live(key: ClientKey) -> None:
     """401 for a revoked or expired key."""
     if key.revoked:
         raise ir.Error(401, "authentication", f"API key {key.name!r} has been revoked")
-    if key.expired(time.time()):
+    if key.expires is not None and key.expired(time.time()):
         raise ir.Error(401, "authentication", f"API key {key.name!r} has expired")
 
 
@@ -152,7 +184,7 @@ class LimitStores:
             if self._remote is not None:  # the config no longer names a Redis
                 self._remote.close()
                 self._remote = self._remote_url = None
-            return self.embedded()
+            return self._embedded or self.embedded()
         if self._remote is None or self._remote_url != redis.value:
             self._remote = self._guarded(redis.value, plan.state.fail_closed)
             self._remote_url = redis.value

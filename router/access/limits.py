@@ -20,7 +20,7 @@ from router.access.keys import Limits
 from router.protocols import ir
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made on every admission, and frozen costs
 class Admission:
     allowed: bool
     exceeded: str | None = None  # the limit that refused it ("rpm", ...)

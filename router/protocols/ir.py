@@ -207,7 +207,7 @@ class Response:
     created: int = 0  # unix seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateLimits:
     """A client key's limits as the protocol's rate-limit headers show them; None: that
     family has no limit. Resets are seconds from now."""

@@ -90,18 +90,18 @@ def stream_error(err: ir.Error, sequence: int = 0) -> bytes:
     return named_event("error", error_body(err))
 
 
+_REQUESTS = (
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+)
+_TOKENS = (
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+)
+
+
 def rate_limit_headers(rates: ir.RateLimits) -> dict[str, str]:
     """Anthropic's `anthropic-ratelimit-*` headers for a client key's limits."""
-    headers: dict[str, str] = {}
-    for family, limit, remaining, reset in (
-        ("requests", rates.requests_limit, rates.requests_remaining, rates.requests_reset),
-        ("tokens", rates.tokens_limit, rates.tokens_remaining, rates.tokens_reset),
-    ):
-        if limit is None:
-            continue
-        headers[f"anthropic-ratelimit-{family}-limit"] = str(limit)
-        if remaining is not None:
-            headers[f"anthropic-ratelimit-{family}-remaining"] = str(remaining)
-        if reset is not None:
-            headers[f"anthropic-ratelimit-{family}-reset"] = ratelimit.moment_after(reset)
-    return headers
+    return ratelimit.headers(rates, _REQUESTS, _TOKENS, ratelimit.moment_after)

@@ -102,18 +102,14 @@ def stream_error(err: ir.Error, sequence: int = 0) -> bytes:
     return data_line(error_body(err))
 
 
+_REQUESTS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+)
+_TOKENS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
 def rate_limit_headers(rates: ir.RateLimits) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` headers for a client key's limits."""
-    headers: dict[str, str] = {}
-    for family, limit, remaining, reset in (
-        ("requests", rates.requests_limit, rates.requests_remaining, rates.requests_reset),
-        ("tokens", rates.tokens_limit, rates.tokens_remaining, rates.tokens_reset),
-    ):
-        if limit is None:
-            continue
-        headers[f"x-ratelimit-limit-{family}"] = str(limit)
-        if remaining is not None:
-            headers[f"x-ratelimit-remaining-{family}"] = str(remaining)
-        if reset is not None:
-            headers[f"x-ratelimit-reset-{family}"] = ratelimit.duration(reset)
-    return headers
+    return ratelimit.headers(rates, _REQUESTS, _TOKENS, ratelimit.duration)
