@@ -13,7 +13,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +63,10 @@ def opened(path: Path, now: Callable[[], float] = time.time) -> Iterator[Embedde
 
 def admit_all(store: EmbeddedLimits, limits: Limits, count: int, key: str = KEY) -> list[Admission]:
     return [store.admit_now(key, limits) for _ in range(count)]
+
+
+async def awaited(answer: Awaitable[Admission]) -> Admission:
+    return await answer
 
 
 def remaining(admission: Admission) -> tuple[int | None, int | None]:
@@ -555,7 +559,7 @@ def test_a_key_without_limits_never_touches_the_file(path: Path) -> None:
 
         def without_limits() -> None:
             answers.append(store.admit_now(KEY, NO_LIMITS))
-            answers.append(asyncio.run(store.admit(KEY, NO_LIMITS, "a")))
+            answers.append(asyncio.run(awaited(store.admit(KEY, NO_LIMITS, "a"))))
             store.settle(KEY, NO_LIMITS, "a", 100)
             store.settle(KEY, Limits(rpm=5, monthly_requests=5), "a", 100)  # nothing to settle
 

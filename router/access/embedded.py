@@ -31,11 +31,11 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from router.access.keys import Limits
-from router.access.limits import ADMITTED, Admission
+from router.access.limits import ADMITTED, Admission, Ready
 from router.protocols import ir
 
 log = logging.getLogger("router.limits")
@@ -70,6 +70,9 @@ _PAIR = struct.Struct("<qq")
 # (pid, file) -> record -> [offset, count] of this process's (pid, count) holder
 _CLAIMED: dict[tuple[int, int, int], dict[int, list[int]]] = {}
 _MEMO = 10_000  # keys whose cells a process remembers before it starts over
+
+_End = tuple[Limits, int, float]  # a request's end: the limits it was admitted under,
+# its tokens, when
 
 
 def _cell_id(*parts: object) -> bytes:
@@ -143,8 +146,8 @@ class EmbeddedLimits:
 
     # --- the interface -----------------------------------------------------------------
 
-    async def admit(self, key: str, limits: Limits, request_id: str) -> Admission:
-        return self.admit_now(key, limits)
+    def admit(self, key: str, limits: Limits, request_id: str) -> Ready:
+        return Ready(self.admit_now(key, limits))
 
     def settle(self, key: str, limits: Limits, request_id: str, tokens: int) -> None:
         """Noted now, counted with the next admission of this process (under the lock it
@@ -184,12 +187,11 @@ class EmbeddedLimits:
         self._lock.acquire()  # flock does not exclude threads sharing the fd
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            if self._settling:
-                self._settle_noted()
+            ends = self._settle_noted(key) if self._settling else None
             cells = self._by_key.get(key)
             if cells is None or cells[0] is not limits:
                 cells = self._cells_of(key, limits)
-            return self._admit(limits, cells[1], cells[2], now)
+            return self._admit(limits, cells[1], cells[2], now, ends)
         except _Full:
             self._say_full()
             return ADMITTED
@@ -199,12 +201,20 @@ class EmbeddedLimits:
 
     # --- counting, under the lock --------------------------------------------------------
 
-    def _admit(self, limits: Limits, at: int, ring: int | None, now: float) -> Admission:
-        """Refuse, or count the request in every limit of `limits`, in one pass."""
+    def _admit(
+        self, limits: Limits, at: int, ring: int | None, now: float, ends: list[_End] | None
+    ) -> Admission:
+        """Refuse, or count the request in every limit of `limits`, in one pass, after the
+        ends of this key's earlier requests noted since the last pass."""
         memory = self._map
         flight, tokens, through, newest, month, requests, day, spent = _RECORD.unpack_from(
             memory, at
         )
+        changed = bool(ends)  # the record is written once, at the end, when it changed
+        if ends:
+            flight, tokens, through, newest, day, spent = self._ended(
+                at, ends, flight, tokens, through, newest, day, spent
+            )
         wait, exceeded = 0.0, ""  # of the refusal that frees up last
 
         rpm = limits.rpm or 1
@@ -243,9 +253,7 @@ class EmbeddedLimits:
         if tpm:
             if through < int(now) - int(WINDOW):
                 tokens, through = self._expire(at, now, tokens, through)
-                _RECORD.pack_into(
-                    memory, at, flight, tokens, through, newest, month, requests, day, spent
-                )
+                changed = True
             if tokens:
                 tokens_reset = newest + WINDOW - now
                 tokens_reset = tokens_reset if tokens_reset > 0.0 else 0.0
@@ -270,10 +278,11 @@ class EmbeddedLimits:
                 flight = flight - self._hold(at) + 1
             if monthly:
                 requests += 1
-            if concurrency or monthly:
-                _RECORD.pack_into(
-                    memory, at, flight, tokens, through, newest, month, requests, day, spent
-                )
+            changed = changed or bool(concurrency or monthly)
+        if changed:
+            _RECORD.pack_into(
+                memory, at, flight, tokens, through, newest, month, requests, day, spent
+            )
 
         # the rates the protocol's headers show: rpm, else the month; tpm, else the day
         requests_limit = requests_left = requests_reset = None
@@ -311,11 +320,16 @@ class EmbeddedLimits:
             return Admission(True, rates=rates)
         return Admission(False, exceeded, max(wait, 0.001), rates)
 
-    def _settle_noted(self) -> None:
-        """Under the lock: free the slots and charge the tokens of the noted ends."""
+    def _settle_noted(self, keep: str | None = None) -> list[_End]:
+        """Under the lock: free the slots and charge the tokens of the noted ends, but
+        those of `keep`, returned for the admission of that key to count in its pass."""
         noted, self._settling = self._settling, []
+        kept: list[_End] = []
         memory = self._map
         for key, limits, used, at_time in noted:
+            if key == keep:
+                kept.append((limits, used, at_time))
+                continue
             try:
                 at = self._record(key)
             except _Full:
@@ -324,6 +338,30 @@ class EmbeddedLimits:
             flight, tokens, through, newest, month, requests, day, spent = _RECORD.unpack_from(
                 memory, at
             )
+            flight, tokens, through, newest, day, spent = self._ended(
+                at, ((limits, used, at_time),), flight, tokens, through, newest, day, spent
+            )
+            _RECORD.pack_into(
+                memory, at, flight, tokens, through, newest, month, requests, day, spent
+            )
+        return kept
+
+    def _ended(
+        self,
+        at: int,
+        ends: Iterable[_End],
+        flight: int,
+        tokens: int,
+        through: int,
+        newest: int,
+        day: int,
+        spent: int,
+    ) -> tuple[int, int, int, int, int, int]:
+        """The record's counts once `ends` are counted: (in flight, tokens in the window,
+        last second expired, newest second, day, its tokens). Writes the buckets and this
+        process's holder; the caller writes the record."""
+        memory = self._map
+        for limits, used, at_time in ends:
             if limits.concurrency:
                 flight -= self._release(at)
             if used > 0 and limits.tpm:
@@ -344,9 +382,7 @@ class EmbeddedLimits:
                 if day != today:
                     day, spent = today, 0
                 spent += used
-            _RECORD.pack_into(
-                memory, at, flight, tokens, through, newest, month, requests, day, spent
-            )
+        return flight, tokens, through, newest, day, spent
 
     # concurrency: the total in the record, then (pid, count) per process holding slots
     def _recount(self, at: int) -> int:

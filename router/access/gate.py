@@ -4,21 +4,23 @@ Each refusal is an ir.Error, so the client gets it in its own protocol."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.access.embedded import FILE_NAME, EmbeddedLimits
 from router.access.keys import ClientKey, Limits, digest
-from router.access.limits import Admission, LimitStore
+from router.access.limits import Admission, LimitStore, Ready
 from router.protocols import ir
 
 if TYPE_CHECKING:
     from router.access.guarded import GuardedLimits
     from router.compiler.plan import Plan, Route
+    from router.records.outcome import Trace
 
 log = logging.getLogger("router.limits")
 
@@ -153,6 +155,65 @@ class Ticket:
     def settle(self, usage: ir.Usage | None) -> None:
         tokens = usage.total_tokens if usage is not None else 0
         self.store.settle(self.key, self.limits, self.request_id, tokens)
+
+
+class Admitting:
+    """A limited key's admission, asked for as soon as the request is read and answered
+    before its first upstream call: a remote store's round trip overlaps the request's
+    routing and translation. Once admitted, the trace's ticket settles it."""
+
+    __slots__ = ("_answer", "headers", "headers_for", "key", "store", "trace")
+
+    def __init__(
+        self,
+        store: LimitStore,
+        key: ClientKey,
+        trace: Trace,
+        headers_for: Callable[[ir.RateLimits], dict[str, str]],
+    ) -> None:
+        self.store, self.key, self.trace, self.headers_for = store, key, trace, headers_for
+        self.headers: dict[str, str] | None = None  # the rate-limit headers, once answered
+        self._answer = answer = store.admit(key.name, key.limits, trace.id)
+        if isinstance(answer, Ready):  # decided already: taken now (Refused over a limit)
+            self.take(answer.admission)
+
+    @property
+    def answered(self) -> bool:
+        return self.headers is not None
+
+    async def wait(self) -> dict[str, str]:
+        """The protocol's rate-limit headers; Refused over a limit."""
+        if self.headers is None:
+            self.take(await self._answer)
+        return self.headers  # type: ignore[return-value]
+
+    def take(self, admission: Admission) -> None:
+        rates = admission.rates
+        self.headers = self.headers_for(rates) if rates is not None else {}
+        if not admission.allowed:
+            raise Refused(refusal(admission, self.key), self.headers)
+        limits = self.key.limits
+        if limits.settles:
+            self.trace.ticket = Ticket(self.store, self.key.name, limits, self.trace.id)
+
+    def abandon(self) -> None:
+        """The request ended before its answer was waited for: settle it once it comes."""
+        if self.headers is None:
+            self.headers = {}
+            task = asyncio.ensure_future(self._settle_when_answered())
+            _ABANDONED.add(task)
+            task.add_done_callback(_ABANDONED.discard)
+
+    async def _settle_when_answered(self) -> None:
+        try:
+            admission = await self._answer
+        except Exception:  # the store failed it: nothing was counted here
+            return
+        if admission.allowed and self.key.limits.settles:
+            self.store.settle(self.key.name, self.key.limits, self.trace.id, 0)
+
+
+_ABANDONED: set[asyncio.Future[None]] = set()  # held until done (the loop holds weakly)
 
 
 def refusal(admission: Admission, key: ClientKey) -> ir.Error:

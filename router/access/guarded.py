@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 from router.access.keys import Limits
-from router.access.limits import ADMITTED, Admission, LimitStore
+from router.access.limits import ADMITTED, Admission, LimitStore, Ready
 
 log = logging.getLogger("router.access")
 
@@ -51,21 +52,43 @@ class GuardedLimits:
         self._warned_at = -self.warn_every
         self._closed = False
 
-    async def admit(self, key: str, limits: Limits, request_id: str) -> Admission:
+    def admit(self, key: str, limits: Limits, request_id: str) -> Awaitable[Admission]:
         if not limits:
-            return ADMITTED
+            return Ready(ADMITTED)
         if self.remote_up:
             try:
-                return await self.remote.admit(key, limits, request_id)
+                sent = self.remote.admit(key, limits, request_id)
             except Exception as exc:
-                self._remote_failed(exc)
-                # Redis may have counted it before the answer was lost: free that slot
-                # (sent once it is reachable) rather than hold it for a lease
-                self.remote.settle(key, limits, request_id, 0)
+                return self._instead(exc, key, limits, request_id)
+            return self._remote_answer(sent, key, limits, request_id)
+        return self._local(key, limits, request_id)
+
+    async def _remote_answer(
+        self, sent: Awaitable[Admission], key: str, limits: Limits, request_id: str
+    ) -> Admission:
+        try:
+            return await sent
+        except Exception as exc:
+            return await self._instead(exc, key, limits, request_id)
+
+    def _instead(
+        self, exc: Exception, key: str, limits: Limits, request_id: str
+    ) -> Awaitable[Admission]:
+        """The remote store failed this admission: the local store decides it."""
+        self._remote_failed(exc)
+        # Redis may have counted it before the answer was lost: free that slot (sent
+        # once it is reachable) rather than hold it for a lease
+        self.remote.settle(key, limits, request_id, 0)
+        return self._local(key, limits, request_id)
+
+    def _local(self, key: str, limits: Limits, request_id: str) -> Awaitable[Admission]:
         self.fallbacks += 1
         if self.fail_closed:
-            return UNAVAILABLE
-        admission = await self.local.admit(key, limits, request_id)
+            return Ready(UNAVAILABLE)
+        return self._local_answer(self.local.admit(key, limits, request_id), request_id)
+
+    async def _local_answer(self, sent: Awaitable[Admission], request_id: str) -> Admission:
+        admission = await sent
         if admission.allowed:
             self._local_ids.add(request_id)
         return admission

@@ -13,8 +13,9 @@ Counting, the same in every store:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from router.access.keys import Limits
 from router.protocols import ir
@@ -31,9 +32,24 @@ class Admission:
 ADMITTED = Admission(True)
 
 
+class Ready:
+    """An admission decided already, awaited like one under way."""
+
+    __slots__ = ("admission",)
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def __await__(self) -> Generator[Any, None, Admission]:
+        return self.admission
+        yield  # a generator that returns at once
+
+
 class LimitStore(Protocol):
-    async def admit(self, key: str, limits: Limits, request_id: str) -> Admission:
-        """Count the request against `key`'s limits, or refuse it (nothing counted)."""
+    def admit(self, key: str, limits: Limits, request_id: str) -> Awaitable[Admission]:
+        """Count the request against `key`'s limits, or refuse it (nothing counted).
+        The admission is under way when this returns (a remote store has sent it), so
+        the caller can do other work before awaiting the answer."""
         ...
 
     def settle(self, key: str, limits: Limits, request_id: str, tokens: int) -> None:

@@ -34,14 +34,18 @@ class Overdue(ConnectionError):
     """Redis did not answer in time: it is hung, or too far away."""
 
 
-def _encode(args: tuple[str | bytes | int, ...]) -> bytes:
-    out = bytearray(b"*%d\r\n" % len(args))
+def bulks(args: tuple[str | bytes | int, ...]) -> bytes:
+    """`args` as RESP bulk strings, without the array's header (for a caller that keeps
+    parts of its commands encoded)."""
+    parts = []
     for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out += b"$%d\r\n" % len(data)
-        out += data
-        out += b"\r\n"
-    return bytes(out)
+        data = arg if type(arg) is bytes else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _encode(args: tuple[str | bytes | int, ...]) -> bytes:
+    return b"*%d\r\n%s" % (len(args), bulks(args))
 
 
 class _Incomplete(Exception):
@@ -82,11 +86,15 @@ def _parse(buffer: bytes, at: int) -> tuple[Reply | RedisError, int]:
 
 
 class _Connection(asyncio.Protocol):
-    """Commands written in one turn of the event loop go out in one send."""
+    """A command written while none is on its way goes out at once (so an admission is
+    sent while its request is still being translated); those written while replies are
+    awaited go out together once the last of them has come, one send (and one read) for
+    many: under load a round trip costs a worker far more than the commands in it."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.outgoing: list[bytes] = []
+        self.outgoing: list[bytes] = []  # written, held until the replies on the way came
+        self.sent = 0  # commands sent whose replies have not come
         self.waiting: collections.deque[tuple[asyncio.Future[Reply] | None, float]] = (
             collections.deque()
         )
@@ -96,15 +104,18 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def write(self, command: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.outgoing:
-            loop.call_soon(self.flush)
-        self.outgoing.append(command)
+    def write(self, command: bytes) -> None:
+        if self.sent or self.outgoing:
+            self.outgoing.append(command)
+        elif self.transport is not None and self.lost is None:
+            self.transport.write(command)
+            self.sent = 1
 
     def flush(self) -> None:
         outgoing, self.outgoing = self.outgoing, []
         if self.transport is not None and self.lost is None:
             self.transport.write(b"".join(outgoing))
+            self.sent += len(outgoing)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data if self.buffer else data
@@ -112,6 +123,7 @@ class _Connection(asyncio.Protocol):
         try:
             while at < len(buffer):
                 value, at = _parse(buffer, at)
+                self.sent -= 1
                 future, _ = self.waiting.popleft()
                 if future is not None and not future.done():
                     if isinstance(value, RedisError):
@@ -124,6 +136,8 @@ class _Connection(asyncio.Protocol):
             self.fail(ConnectionError(f"Redis protocol error: {exc}"))
             return
         self.buffer = buffer[at:]
+        if not self.sent and self.outgoing:
+            self.flush()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.fail(exc or ConnectionError("Redis closed the connection"))
@@ -153,15 +167,29 @@ class Channel:
         self._later: set[asyncio.Task[None]] = set()  # sends waiting for a connection
 
     async def call(self, *args: str | bytes | int) -> Reply:
+        return await self._call_encoded(_encode(args))
+
+    async def _call_encoded(self, command: bytes) -> Reply:
         connection = self._connection
         if connection is None or connection.lost is not None:
-            connection = await self._connect()
+            await self._connect()
+        return await self.start_encoded(command)
+
+    def start(self, *args: str | bytes | int) -> asyncio.Future[Reply]:
+        """The command sent now (once connected, when not yet), and its reply to come."""
+        return self.start_encoded(_encode(args))
+
+    def start_encoded(self, command: bytes) -> asyncio.Future[Reply]:
+        """start() for a command encoded already."""
+        connection = self._connection
+        if connection is None or connection.lost is not None or connection.transport is None:
+            return asyncio.ensure_future(self._call_encoded(command))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
+        connection.write(command)
         connection.waiting.append((future, loop.time() + self.timeout))
-        connection.write(_encode(args), loop)
         self._watch(loop)
-        return await future
+        return future
 
     def send(self, *args: str | bytes | int) -> None:
         """Without waiting for the reply (it is read and dropped). Not connected: it is
@@ -173,8 +201,8 @@ class Channel:
             task.add_done_callback(self._later.discard)
             return
         loop = asyncio.get_running_loop()
+        connection.write(_encode(args))
         connection.waiting.append((None, loop.time() + self.timeout))
-        connection.write(_encode(args), loop)
         self._watch(loop)
 
     async def _send_connected(self, args: tuple[str | bytes | int, ...]) -> None:
@@ -247,14 +275,12 @@ class Channel:
             handshake.append(("SELECT", database))
         for command in handshake:
             future: asyncio.Future[Reply] = loop.create_future()
+            connection.write(_encode(command))
             connection.waiting.append((future, loop.time() + self.timeout))
-            assert connection.transport is not None
-            connection.transport.write(_encode(command))
             await future
         for body in self._scripts.values():  # so unawaited EVALSHAs find them
+            connection.write(_encode((b"SCRIPT", b"LOAD", body)))
             connection.waiting.append((None, loop.time() + self.timeout))
-            assert connection.transport is not None
-            connection.transport.write(_encode((b"SCRIPT", b"LOAD", body)))
 
     def _watch(self, loop: asyncio.AbstractEventLoop, delay: float | None = None) -> None:
         if self._watchdog is None:

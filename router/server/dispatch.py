@@ -113,6 +113,9 @@ class _Run:
             for instance in instances:
                 if self.spent:
                     break
+                admitting = self.inbound.admitting
+                if admitting is not None and not admitting.answered:
+                    await admitting.wait()  # Refused: over a limit, nothing sent
                 outcome = await self._try(target, provider, instance, prepared)
                 if outcome is not None:
                     return outcome

@@ -18,15 +18,13 @@ from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
 from router.access.gate import (
+    Admitting,
     Refused,
-    Ticket,
     check_live,
     check_model,
     identify,
     known_key,
-    refusal,
 )
-from router.access.keys import ClientKey
 from router.compiler.plan import Plan
 from router.protocols import ir, module_for, paths
 from router.protocols.paths import Endpoint
@@ -199,10 +197,17 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
             trace=trace,
             key=key,
         )
-        rate_headers = None
+        admitting = None
         if key is not None and key.limits:
-            rate_headers = await admit(holder, plan, key, trace)
-        reply = await cancel_on_disconnect(incoming.receive, dispatch(plan, inbound))
+            store = holder.limits.for_plan(plan)
+            headers_for = module_for(protocol).rate_limit_headers
+            admitting = Admitting(store, key, trace, headers_for)  # Refused when decided so
+            if not admitting.answered:  # answered before the first upstream call
+                inbound.admitting = admitting
+        if admitting is None or admitting.answered:
+            reply = await cancel_on_disconnect(incoming.receive, dispatch(plan, inbound))
+        else:
+            reply = await _dispatch(plan, inbound, incoming.receive, admitting)
     except ir.Error as error:
         return _error_reply(trace, error)
     except Refused as refused:
@@ -216,23 +221,28 @@ async def _serve(holder: PlanHolder, incoming: Incoming, trace: Trace) -> Reply:
         return Reply(499, {})
     if reply.stream is not None:
         reply.headers["cache-control"] = "no-cache"
-    if rate_headers:
-        reply.headers.update(rate_headers)
+    if admitting is not None and admitting.headers:
+        reply.headers.update(admitting.headers)
     return reply
 
 
-async def admit(holder: PlanHolder, plan: Plan, key: ClientKey, trace: Trace) -> dict[str, str]:
-    """Count the request against its key's limits: the protocol's rate-limit headers, or
-    Refused. An admitted request's trace settles it when it ends."""
-    store = holder.limits.for_plan(plan)
-    admission = await store.admit(key.name, key.limits, trace.id)
-    rates = admission.rates
-    headers = module_for(trace.protocol).rate_limit_headers(rates) if rates is not None else {}
-    if not admission.allowed:
-        raise Refused(refusal(admission, key), headers)
-    if key.limits.settles:
-        trace.ticket = Ticket(store, key.name, key.limits, trace.id)
-    return headers
+async def _dispatch(plan: Plan, inbound: Inbound, receive: Receive, admitting: Admitting) -> Reply:
+    """dispatch() while the key's admission is under way, answered however it ends: an
+    error that came before the answer gives way to a refusal (the limit is checked
+    first), and a request that ends otherwise (its client gone) settles the admission
+    once it is answered."""
+    try:
+        reply = await cancel_on_disconnect(receive, dispatch(plan, inbound))
+    except (ir.Error, Exhausted, RecursionError):
+        if not admitting.answered:
+            await admitting.wait()
+        raise
+    except BaseException:
+        admitting.abandon()
+        raise
+    if not admitting.answered:
+        await admitting.wait()
+    return reply
 
 
 def _error_reply(trace: Trace, error: ir.Error, headers: dict[str, str] | None = None) -> Reply:

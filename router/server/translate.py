@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from router.access.gate import Admitting
 from router.access.keys import ClientKey
 from router.compiler.plan import Pipeline, Provider, Target
 from router.compiler.probe import context, upstream_model
@@ -40,6 +41,7 @@ class Inbound:
     strict: bool = False  # the request opted into strict loss policy
     trace: Trace | None = None  # its outcome record, as it is being learned
     key: ClientKey | None = None  # the client key it came with (None: an open gateway)
+    admitting: Admitting | None = None  # its key's admission, until answered (dispatch waits)
 
 
 @dataclass(slots=True)
