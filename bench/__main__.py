@@ -55,6 +55,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile-system", default="router", help="the gateway --profile samples (router, ...)"
     )
+    parser.add_argument(
+        "--limit-rounds",
+        type=int,
+        default=3,
+        help="rounds of the limited keys measured in turns with no limits (their targets)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = parser.parse_args()
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -124,6 +130,29 @@ def measure(system: System, case: Case, seconds: float, log: list[str]) -> dict[
     log.append(f"  {case.key} {system.name:<14} {c16.rps:9.0f} rps@16  errors {errors}")
     print(log[-1], flush=True)
     return row
+
+
+LIMITS_SYSTEMS = ("router", "router-limited", "router-limited-redis")
+
+
+def limits_rounds(
+    systems_: list[System], case: Case, seconds: float, rounds: int
+) -> dict[str, dict[str, list[load.Result]]]:
+    """The limited keys beside no limits, measured in turns: each round runs c=1, c=16
+    and c=64 on every system one after the other, so a machine that slows down for a
+    while slows all of them, not one; the report takes each figure's median."""
+    short, long = max(2.0, seconds / 3), max(3.0, seconds / 2)
+    found: dict[str, dict[str, list[load.Result]]] = {s.name: {} for s in systems_}
+    for _ in range(rounds):
+        for key, connections, duration in (("c1", 1, short), ("c16", 16, long), ("c64", 64, long)):
+            for system in systems_:
+                call = system.call(case)
+                drain(system, case)
+                result = load.wrk(
+                    system.url + call.path, call.body, connections, duration, dict(call.headers)
+                )
+                found[system.name].setdefault(key, []).append(result)
+    return found
 
 
 def rss(system: System) -> dict[str, float]:
@@ -304,6 +333,12 @@ def main() -> int:
                     running[name], case, args.seconds, log
                 )
         results["matrix"] = matrix
+
+        limited = [running[name] for name in LIMITS_SYSTEMS if name in running]
+        case_b = next((c for c in cases if c.key == "b"), None)
+        if len(limited) > 1 and case_b is not None:
+            print("limited keys beside no limits, case (b), in turns ...", flush=True)
+            results["limits"] = limits_rounds(limited, case_b, args.seconds, args.limit_rounds)
 
         if args.profile:
             case = next(c for c in CASES if c.key == args.profile_case)

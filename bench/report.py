@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import median
 from typing import Any
 
 from bench.load import Result
@@ -122,6 +123,50 @@ def other_tables(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def limits_medians(results: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """(system, "c16" | "c64" | "p50@1") -> the median over the rounds measured in turns,
+    or the load table's figure when there were none."""
+    found: dict[tuple[str, str], float] = {}
+    turns = results.get("limits")
+    for system in ("router", "router-limited", "router-limited-redis"):
+        if turns and system in turns:
+            runs = turns[system]
+            for run in ("c16", "c64"):
+                if runs.get(run):
+                    found[(system, run)] = median(r.rps for r in runs[run])
+            if runs.get("c1"):
+                found[(system, "p50@1")] = median(r.p50_ms for r in runs["c1"])
+            continue
+        for run in ("c16", "c64"):
+            r = _get(results.get("matrix", {}), "b", system, run)
+            if r:
+                found[(system, run)] = r.rps
+        r = _get(results.get("matrix", {}), "b", system, "c1")
+        if r:
+            found[(system, "p50@1")] = r.p50_ms
+    return found
+
+
+_LIMITS_COLUMNS = (("c16", "rps", "{:.0f}"), ("c64", "rps", "{:.0f}"), ("c1", "p50_ms", "{:.3f}"))
+
+
+def limits_table(results: dict[str, Any]) -> list[str]:
+    """The rounds measured in turns, each figure's values and their median."""
+    turns = results.get("limits")
+    if not turns:
+        return []
+    lines = ["limited keys beside no limits, (b), measured in turns (median of the rounds)"]
+    lines.append(f"  {'system':<22}{'rps@16':>24}{'rps@64':>24}{'p50@1 ms':>26}")
+    for system, runs in turns.items():
+        cells = []
+        for run, value, fmt in _LIMITS_COLUMNS:
+            values = [getattr(r, value) for r in runs.get(run, [])]
+            each = "/".join(fmt.format(v) for v in values)
+            cells.append(f"{fmt.format(median(values)) if values else '-'} ({each})")
+        lines.append(f"  {system:<22}" + "".join(f"{cell:>24}" for cell in cells))
+    return lines
+
+
 def _check(ok: bool | None) -> str:
     return "n/a " if ok is None else ("PASS" if ok else "FAIL")
 
@@ -192,16 +237,17 @@ def targets(results: dict[str, Any]) -> list[str]:
             ratio = router / bare
             text = f"(b) rps@{run[1:]} records on vs off (router-bare): {ratio:.2f}x (>= 0.95x)"
             rows.append((router / bare >= 0.95, text))
+    turns = limits_medians(results)
     for system in ("router-limited", "router-limited-redis"):
         for run in ("c16", "c64"):
-            limited, router = rps("b", system, run), rps("b", "router", run)
+            limited, router = turns.get((system, run)), turns.get(("router", run))
             if limited and router:
                 ratio = limited / router
                 text = f"(b) rps@{run[1:]} {system} vs no limits: {ratio:.2f}x (>= 0.85x)"
                 rows.append((ratio >= 0.85, text))
-        r, plain = _get(m, "b", system, "c1"), _get(m, "b", "router", "c1")
-        if r and plain:
-            added = r.p50_ms - plain.p50_ms
+        r, plain = turns.get((system, "p50@1")), turns.get(("router", "p50@1"))
+        if r is not None and plain is not None:
+            added = r - plain
             text = f"(b) {system} added p50 over no limits at c=1: {added:.3f} ms (<= 0.15)"
             rows.append((added <= 0.15, text))
     lines = ["targets (issues 6, 15, 17)"] + [f"  [{_check(ok)}] {text}" for ok, text in rows]
@@ -224,6 +270,8 @@ def render(results: dict[str, Any], order: Sequence[str], cases: Sequence[Case])
     ]
     lines += load_table(results.get("matrix", {}), order, cases)
     lines += ["", *other_tables(results)]
+    if results.get("limits"):
+        lines += ["", *limits_table(results)]
     if "profile" in results:
         case = results.get("profile_case", "b")
         lines += ["", f"py-spy, gateway worker, case ({case}) at c=16", results["profile"]]

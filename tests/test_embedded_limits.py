@@ -661,3 +661,26 @@ def test_slots_under_this_pid_that_no_store_here_claimed_are_a_predecessors(
     assert after.admit_now("k", limits).allowed
     assert not after.admit_now("k", limits).allowed
     after.close()
+
+
+def test_ends_noted_on_the_event_loop_count_in_the_keys_next_admission(path: Path) -> None:
+    """On the event loop a settlement is only noted; the key's next admission counts it
+    in its own pass (its slot free, its tokens charged) before deciding."""
+    limits = Limits(concurrency=1, tpm=1000, daily_tokens=5000)
+
+    async def scenario() -> None:
+        with opened(path) as store:
+            first = await store.admit(KEY, limits, "a")
+            assert first.allowed
+            store.settle(KEY, limits, "a", 300)  # noted, not counted yet
+            assert store._settling  # the admission below is what counts it
+            second = await store.admit(KEY, limits, "b")
+            assert second.allowed and remaining(second) == (None, 700)
+            store.settle(KEY, limits, "b", 200)
+            store.settle("other", Limits(concurrency=1), "x", 0)  # another key's, counted too
+            third = await store.admit(KEY, limits, "c")
+            assert third.allowed and remaining(third) == (None, 500)
+            assert not (await store.admit(KEY, limits, "d")).allowed  # "c" holds the slot
+            assert (await store.admit("other", Limits(concurrency=1), "y")).allowed
+
+    asyncio.run(scenario())

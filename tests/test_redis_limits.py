@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from router.access.embedded import EmbeddedLimits
+from router.access.gate import Admitting, Refused
 from router.access.guarded import UNAVAILABLE, GuardedLimits
-from router.access.keys import NO_LIMITS, Limits
+from router.access.keys import NO_LIMITS, ClientKey, Limits
 from router.access.limits import ADMITTED, Admission
 from router.access.redis_limits import RedisLimits
+from router.records.outcome import Trace
 from tests.gateway import free_port
 from tests.redis_server import RedisServer
 
@@ -624,3 +626,95 @@ def test_the_limit_store_metrics_add_up_over_the_workers(tmp_path: Path) -> None
     text = generate_latest(registry).decode()
     assert 'router_limits_remote_up{store="redis"} 0.0' in text  # the least of the workers
     assert 'router_limits_fallback_total{store="redis"} 6.0' in text
+
+
+# --- settlements riding on admissions, and admissions under way ---------------------------
+
+
+async def in_flight(store: RedisLimits) -> int:
+    return int(await store.client.zcard(f"router:limits:{{{KEY}}}:inflight"))
+
+
+def test_a_settlement_goes_out_by_itself_when_no_admission_comes(redis: RedisServer) -> None:
+    limits = Limits(concurrency=1)
+
+    async def scenario() -> None:
+        store = RedisLimits(redis.url)
+        assert (await store.admit(KEY, limits, "a")).allowed
+        store.settle(KEY, limits, "a", 0)  # noted: it waits a moment for an admission
+        for _ in range(100):
+            if await in_flight(store) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await in_flight(store) == 0  # sent within moments, with no drain asked
+        await store.aclose()
+
+    run(scenario)
+
+
+def test_settlements_of_a_key_ride_on_its_next_admission(redis: RedisServer) -> None:
+    limits = Limits(concurrency=2, tpm=1000)
+
+    async def scenario() -> None:
+        store = RedisLimits(redis.url)
+        assert (await store.admit(KEY, limits, "a")).allowed
+        assert (await store.admit(KEY, limits, "b")).allowed
+        store.settle(KEY, limits, "a", 300)
+        store.settle(KEY, limits, "b", 200)
+        # the next admission carries both: their slots are free and tokens counted in it
+        third = await store.admit(KEY, limits, "c")
+        assert third.allowed and third.rates is not None
+        assert third.rates.tokens_remaining == 500
+        assert await in_flight(store) == 1  # only "c"
+        assert (await store.admit(KEY, limits, "d")).allowed
+        assert not (await store.admit(KEY, limits, "e")).allowed
+        await store.aclose()
+
+    run(scenario)
+
+
+def test_an_admission_abandoned_before_its_answer_frees_its_slot_once_answered(
+    redis: RedisServer,
+) -> None:
+    """A client that goes away while its key's admission is on its way to Redis: the
+    admission is still counted there, so it is settled when the answer comes."""
+    limits = Limits(concurrency=1)
+
+    async def scenario() -> None:
+        store = RedisLimits(redis.url)
+        await store.ping()
+        key = ClientKey(KEY, "0" * 64, limits=limits)
+        trace = Trace("openai-chat", "/v1/chat/completions")
+        admitting = Admitting(store, key, trace, lambda rates: {})
+        assert not admitting.answered  # sent, not answered yet
+        admitting.abandon()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            await store.drain()
+            if await in_flight(store) == 0:
+                break
+        assert await in_flight(store) == 0
+        assert (await store.admit(KEY, limits, "next")).allowed
+        await store.aclose()
+
+    run(scenario)
+
+
+def test_a_refused_admission_under_way_raises_with_the_protocols_headers(
+    redis: RedisServer,
+) -> None:
+    limits = Limits(rpm=1)
+
+    async def scenario() -> None:
+        store = RedisLimits(redis.url)
+        key = ClientKey(KEY, "0" * 64, limits=limits)
+        first = Admitting(store, key, Trace("openai-chat", "/v1"), lambda rates: {"n": "1"})
+        assert await first.wait() == {"n": "1"} and first.answered
+        second = Admitting(store, key, Trace("openai-chat", "/v1"), lambda rates: {"n": "2"})
+        with pytest.raises(Refused) as refused:
+            await second.wait()
+        assert refused.value.error.status == 429 and refused.value.headers == {"n": "2"}
+        assert refused.value.error.retry_after is not None
+        await store.aclose()
+
+    run(scenario)

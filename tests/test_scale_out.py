@@ -24,6 +24,7 @@ CLIENT = "client-key-0123456789"
 LIMITED = "sk-limited-0123456789"
 CONCURRENT = "sk-concurrent-0123456789"
 TOKENS = "sk-tokens-0123456789"
+ONCE = "sk-once-0123456789"
 PROMPT = [{"role": "user", "content": "hello"}]
 
 
@@ -68,6 +69,7 @@ def servers(
                     - {{ name: limited, key: "{LIMITED}", limits: {{ rpm: 30 }} }}
                     - {{ name: concurrent, key: "{CONCURRENT}", limits: {{ concurrency: 3 }} }}
                     - {{ name: tokens, key: "{TOKENS}", limits: {{ daily_tokens: 100 }} }}
+                    - {{ name: once, key: "{ONCE}", limits: {{ rpm: 1 }} }}
                 state:
                   redis: ${{REDIS_URL}}
             """,
@@ -248,6 +250,33 @@ def test_a_token_budget_is_shared_by_both_servers(servers: list[Gateway]) -> Non
     assert response.status_code == 429
     assert spent >= 100
     assert spent - spent // answered < 100  # the last one admitted started under the budget
+
+
+def test_over_its_limit_a_key_is_refused_before_anything_else_is_decided(
+    servers: list[Gateway],
+) -> None:
+    """The admission goes to Redis as the request is read and is answered before the
+    first upstream call; a request that fails meanwhile (an unknown provider in the
+    path) still gets the refusal, as the limit comes first."""
+    a, b = servers
+    assert chat(a, ONCE).status_code == 200
+    unknown = httpx.post(
+        f"{b.url}/nope/v1/chat/completions",
+        headers={"authorization": f"Bearer {ONCE}"},
+        json={"model": "gpt-4o", "messages": PROMPT},
+        timeout=30,
+    )
+    assert unknown.status_code == 429, unknown.text
+    assert 0 < float(unknown.headers["retry-after"]) <= 60
+    assert unknown.headers["x-ratelimit-remaining-requests"] == "0"
+    assert unknown.json()["error"]["type"] == "rate_limit_error"
+    known = httpx.post(
+        f"{b.url}/nope/v1/chat/completions",
+        headers={"authorization": f"Bearer {CLIENT}"},
+        json={"model": "gpt-4o", "messages": PROMPT},
+        timeout=30,
+    )
+    assert known.status_code == 404, known.text  # the same request, not limited
 
 
 def test_redis_killed_under_load_fails_no_request_and_limits_resume(
