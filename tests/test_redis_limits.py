@@ -718,3 +718,20 @@ def test_a_refused_admission_under_way_raises_with_the_protocols_headers(
         await store.aclose()
 
     run(scenario)
+
+
+def test_the_database_named_in_the_urls_query_is_the_one_counted_in(redis: RedisServer) -> None:
+    """`?db=3`, as redis-py reads it, holds for the request path's own channel too."""
+    limits = Limits(rpm=10)
+
+    async def scenario() -> None:
+        store = RedisLimits(f"redis://127.0.0.1:{redis.port}/?db=3")
+        assert (await store.admit(KEY, limits, "a")).allowed
+        default = RedisLimits(redis.url)  # db 0
+        name = f"router:limits:{{{KEY}}}:rpm"
+        assert await store.client.zcard(name) == 1
+        assert await default.client.zcard(name) == 0
+        await store.aclose()
+        await default.aclose()
+
+    run(scenario)

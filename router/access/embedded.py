@@ -42,8 +42,10 @@ log = logging.getLogger("router.limits")
 
 FILE_NAME = "limits.bin"
 MAGIC = b"RLIMITS3"
-SLOTS = 16384
-HEAP_BYTES = 64 * 1024 * 1024
+SLOTS = 1 << 17  # cells: two per key with rpm, one without
+# sparse: only the pages of cells in use take memory or disk. A key's record is 2 KiB,
+# its rpm ring 8 bytes per request of its rpm (80 KiB for 10,000 a minute)
+HEAP_BYTES = 256 << 20
 WINDOW = 60.0  # seconds, for rpm and tpm
 CONCURRENCY_HOLDERS = 64  # processes that may hold slots of one key at once
 CONCURRENCY_RETRY = 1.0  # seconds a refused request is told to wait for a free slot

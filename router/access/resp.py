@@ -16,7 +16,7 @@ import collections
 import hashlib
 import ssl
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 Reply = bytes | int | list[Any] | None
 STALL = 0.02  # seconds a timer may run late before this process counts as stalled
@@ -263,14 +263,19 @@ class Channel:
         return connection
 
     async def _handshake(self, connection: _Connection, parts: SplitResult) -> None:
-        """AUTH and SELECT from the URL; the scripts loaded for unawaited EVALSHAs."""
+        """AUTH and SELECT from the URL (the user info and path, or as redis-py reads
+        them, `?username=`, `?password=` and `?db=`); the scripts loaded for unawaited
+        EVALSHAs. Other query options (timeouts, pools) are redis-py's and ignored here."""
         loop = asyncio.get_running_loop()
+        query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
         handshake: list[tuple[str | bytes, ...]] = []
-        if parts.password is not None:
-            user = unquote(parts.username) if parts.username else None
-            secret = unquote(parts.password)
-            handshake.append(("AUTH", user, secret) if user else ("AUTH", secret))
+        password = unquote(parts.password) if parts.password is not None else None
+        password = password if password is not None else query.get("password")
+        if password is not None:
+            user = unquote(parts.username) if parts.username else query.get("username")
+            handshake.append(("AUTH", user, password) if user else ("AUTH", password))
         database = parts.path.strip("/") if parts.scheme != "unix" else ""
+        database = database or query.get("db", "")
         if database and database != "0":
             handshake.append(("SELECT", database))
         for command in handshake:
