@@ -690,3 +690,49 @@ def test_ends_noted_on_the_event_loop_count_in_the_keys_next_admission(path: Pat
             assert (await store.admit("other", Limits(concurrency=1), "y")).allowed
 
     asyncio.run(scenario())
+
+
+def _obey(path: str, commands: Any, answers: Any) -> None:
+    """A process with its own store on the file, doing what it is told: "admit" (puts
+    whether it was admitted), "settle", "quit"."""
+    store = EmbeddedLimits(Path(path))
+    limits = Limits(concurrency=2)
+    while (command := commands.get(timeout=30)) != "quit":
+        if command == "admit":
+            answers.put(store.admit_now(KEY, limits).allowed)
+        else:
+            store.settle(KEY, limits, "x", 0)  # off the event loop: counted at once
+            answers.put(True)
+    store.close()
+
+
+def test_a_live_process_that_holds_no_slot_keeps_its_place(path: Path) -> None:
+    """A holder at 0 belongs to a live process that may take a slot again: another
+    process must not take its place, or one of them would stop being counted."""
+    context = multiprocessing.get_context("spawn")
+    processes = {}
+    for name in "ACB":
+        commands, answers = context.Queue(), context.Queue()
+        process = context.Process(target=_obey, args=(str(path), commands, answers))
+        process.start()
+        processes[name] = (process, commands, answers)
+    workers = [process for process, _, _ in processes.values()]
+
+    def tell(name: str, command: str) -> object:
+        _, commands, answers = processes[name]
+        commands.put(command)
+        return collect(answers, workers)
+
+    try:
+        assert tell("A", "admit") is True
+        assert tell("A", "settle") is True  # A's place now says (A, 0)
+        assert tell("C", "admit") is True  # C in flight: must not take A's place
+        assert tell("A", "admit") is True  # A and C in flight: the limit of 2
+        assert tell("B", "admit") is False
+        assert tell("A", "settle") is True
+        assert tell("B", "admit") is True  # C and B
+        assert tell("A", "admit") is False
+    finally:
+        for _, commands, _ in processes.values():
+            commands.put("quit")
+        _stop(workers)

@@ -21,7 +21,10 @@ from router.access.guarded import UNAVAILABLE, GuardedLimits
 from router.access.keys import NO_LIMITS, ClientKey, Limits
 from router.access.limits import ADMITTED, Admission
 from router.access.redis_limits import RedisLimits
+from router.compiler.compile import compile_config
 from router.records.outcome import Trace
+from router.server.translate import Inbound, prepare
+from tests.conftest import write_config
 from tests.gateway import free_port
 from tests.redis_server import RedisServer
 
@@ -733,5 +736,154 @@ def test_the_database_named_in_the_urls_query_is_the_one_counted_in(redis: Redis
         assert await default.client.zcard(name) == 0
         await store.aclose()
         await default.aclose()
+
+    run(scenario)
+
+
+def test_a_wait_cancelled_with_its_admission_on_the_way_frees_the_slot(
+    redis: RedisServer,
+) -> None:
+    """The client goes away while the request waits for its admission: Redis counts
+    the admission anyway, so its slot is given back after it."""
+    limits = Limits(concurrency=1)
+
+    async def scenario() -> None:
+        store = RedisLimits(redis.url)
+        await store.ping()
+        key = ClientKey(KEY, "0" * 64, limits=limits)
+        admitting = Admitting(store, key, Trace("openai-chat", "/v1"), lambda rates: {})
+        waiting = asyncio.ensure_future(admitting.wait())
+        await asyncio.sleep(0)  # waiting on the reply now
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        admitting.abandon()  # as the endpoint does: a no-op here, the store has it
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            await store.drain()
+            if await in_flight(store) == 0:
+                break
+        assert await in_flight(store) == 0
+        assert (await store.admit(KEY, limits, "next")).allowed
+        await store.aclose()
+
+    run(scenario)
+
+
+def test_the_tpm_wait_counts_the_tokens_settled_in_the_same_script(redis: RedisServer) -> None:
+    clock = Clock("2026-03-14T12:00:00")
+    limits = Limits(tpm=100)
+
+    async def scenario() -> None:
+        store = RedisLimits(redis.url, now=clock)
+        assert (await store.admit(KEY, limits, "a")).allowed
+        await settle(store, limits, "a", 30)  # second 0
+        clock.move(30)
+        assert (await store.admit(KEY, limits, "b")).allowed
+        store.settle(KEY, limits, "b", 200)  # second 30, riding on the next admission
+        refused = await store.admit(KEY, limits, "c")
+        # second 0 leaving leaves 200, still over: second 30 must leave, at 90
+        assert (refused.exceeded, refused.retry_after) == ("tpm", 60.0)
+        await store.aclose()
+
+    run(scenario)
+
+
+class _ReplyDropper:
+    """A TCP proxy to Redis that, when told, cuts the connection instead of passing on
+    the next reply (the command ran, its answer was lost)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.drop_next = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def up() -> None:
+            while data := await client_r.read(65536):
+                redis_w.write(data)
+
+        async def down() -> None:
+            while data := await redis_r.read(65536):
+                if self.drop_next:
+                    self.drop_next = False
+                    client_w.transport.abort()
+                    redis_w.close()
+                    return
+                client_w.write(data)
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def test_a_lost_reply_does_not_count_the_settlements_riding_on_it_twice(
+    redis: RedisServer,
+) -> None:
+    limits = Limits(daily_tokens=10_000, concurrency=10)
+
+    async def scenario() -> None:
+        proxy = _ReplyDropper(redis.port)
+        store = RedisLimits(await proxy.start())
+        assert (await store.admit(KEY, limits, "a")).allowed
+        store.settle(KEY, limits, "a", 200)  # noted: rides on the next admission
+        proxy.drop_next = True  # that admission runs in Redis; its answer is lost
+        again = await store.admit(KEY, limits, "b")  # sent once more, on a new connection
+        assert again.allowed and again.rates is not None
+        day = store._calendar.day
+        spent = await store.client.get(f"router:limits:{{{KEY}}}:day:{day}")
+        assert spent == b"200"  # counted once
+        await store.drain()
+        assert await in_flight(store) == 1  # "a" freed; "b" (sent twice, one member)
+        await store.aclose()
+        proxy.close()
+
+    run(scenario)
+
+
+def test_no_image_is_fetched_for_a_request_over_its_keys_limit(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """An upstream that takes only inline images makes the gateway fetch image URLs;
+    a request whose admission is still on its way waits for it first, so a request
+    over its key's limit fetches nothing."""
+    config = write_config(
+        tmp_path / "config",
+        {
+            "providers.yaml": """
+                providers:
+                  gem:
+                    type: gemini-api
+                    instances: [{ id: g1, base_url: "http://127.0.0.1:9", api_key: k }]
+            """,
+            "routes.yaml": "default: gem\n",
+        },
+    )
+    plan, diagnostics = compile_config(config, env={})
+    assert plan is not None, diagnostics
+    limits = Limits(rpm=1)
+    image = {"type": "image_url", "image_url": {"url": "http://10.255.255.1/cat.png"}}
+    body = {"model": "gemini-x", "messages": [{"role": "user", "content": [image]}]}
+
+    async def scenario() -> None:
+        store = RedisLimits(redis.url)
+        key = ClientKey(KEY, "0" * 64, limits=limits)
+        first = Admitting(store, key, Trace("openai-chat", "/v1"), lambda rates: {})
+        assert await first.wait() == {}
+        over = Admitting(store, key, Trace("openai-chat", "/v1"), lambda rates: {})
+        inbound = Inbound("openai-chat", body, {}, {}, "gemini-x", False, key=key)
+        inbound.admitting = over
+        target = plan.default_route.targets[0]
+        with pytest.raises(Refused):  # not the fetch's own refusal of a private address
+            await prepare(inbound, target, plan.providers["gem"], body, None)
+        await store.aclose()
 
     run(scenario)

@@ -189,10 +189,10 @@ class EmbeddedLimits:
         self._lock.acquire()  # flock does not exclude threads sharing the fd
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            ends = self._settle_noted(key) if self._settling else None
             cells = self._by_key.get(key)
             if cells is None or cells[0] is not limits:
-                cells = self._cells_of(key, limits)
+                cells = self._cells_of(key, limits)  # _Full: the noted ends stay noted
+            ends = self._settle_noted(key) if self._settling else None
             return self._admit(limits, cells[1], cells[2], now, ends)
         except _Full:
             self._say_full()
@@ -421,7 +421,9 @@ class EmbeddedLimits:
             if pid == self._pid:  # a predecessor's with the same pid: its slots are gone
                 free, gone = place, max(count, 0)
                 break
-            if free is None and (pid == 0 or count <= 0):
+            # a place never used, or left by a process that died holding nothing; never
+            # a live process's, even at 0: its count is that process's to write
+            if free is None and (pid == 0 or (count <= 0 and not _alive(pid))):
                 free = place
         else:
             if free is None:

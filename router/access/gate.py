@@ -60,43 +60,11 @@ def known_key(
     presented = presented_key(headers, query)
     if presented is None:
         raise ir.Error(401, "authentication", "missing API key")
-    return _RECOGNIZED.key(plan.auth.keys, runtime, presented)
-
-
-class _Recognized:
-    """The keys presented lately that were found, for the key sets they were found in:
-    a known key's digest is worked out once, not on every request. The sets are held
-    (not their ids), so a new set is always told from an old one."""
-
-    __slots__ = ("configured", "found", "runtime")
-
-    LIMIT = 1024  # keys remembered before starting over
-
-    def __init__(self) -> None:
-        self.configured: Mapping[str, ClientKey] = {}
-        self.runtime: Mapping[str, ClientKey] = {}
-        self.found: dict[str, ClientKey] = {}
-
-    def key(
-        self, configured: Mapping[str, ClientKey], runtime: Mapping[str, ClientKey], presented: str
-    ) -> ClientKey:
-        if configured is self.configured and runtime is self.runtime:
-            key = self.found.get(presented)
-            if key is not None:
-                return key
-        else:
-            self.configured, self.runtime, self.found = configured, runtime, {}
-        hashed = digest(presented)
-        key = configured.get(hashed) or runtime.get(hashed)
-        if key is None:
-            raise ir.Error(401, "authentication", "invalid API key")
-        if len(self.found) >= self.LIMIT:
-            self.found.clear()
-        self.found[presented] = key
-        return key
-
-
-_RECOGNIZED = _Recognized()
+    hashed = digest(presented)
+    key = plan.auth.keys.get(hashed) or runtime.get(hashed)
+    if key is None:
+        raise ir.Error(401, "authentication", "invalid API key")
+    return key
 
 
 def check_live(key: ClientKey) -> None:
@@ -162,7 +130,7 @@ class Admitting:
     before its first upstream call: a remote store's round trip overlaps the request's
     routing and translation. Once admitted, the trace's ticket settles it."""
 
-    __slots__ = ("_answer", "headers", "headers_for", "key", "store", "trace")
+    __slots__ = ("_answer", "_started", "headers", "headers_for", "key", "store", "trace")
 
     def __init__(
         self,
@@ -173,6 +141,8 @@ class Admitting:
     ) -> None:
         self.store, self.key, self.trace, self.headers_for = store, key, trace, headers_for
         self.headers: dict[str, str] | None = None  # the rate-limit headers, once answered
+        self._started = False  # its answer awaited (a store gives back what a cancelled
+        # wait took: see abandon)
         self._answer = answer = store.admit(key.name, key.limits, trace.id)
         if isinstance(answer, Ready):  # decided already: taken now (Refused over a limit)
             self.take(answer.admission)
@@ -184,6 +154,7 @@ class Admitting:
     async def wait(self) -> dict[str, str]:
         """The protocol's rate-limit headers; Refused over a limit."""
         if self.headers is None:
+            self._started = True
             self.take(await self._answer)
         return self.headers  # type: ignore[return-value]
 
@@ -197,8 +168,10 @@ class Admitting:
             self.trace.ticket = Ticket(self.store, self.key.name, limits, self.trace.id)
 
     def abandon(self) -> None:
-        """The request ended before its answer was waited for: settle it once it comes."""
-        if self.headers is None:
+        """The request ended before its answer was waited for: settle it once it comes.
+        (A wait that was cancelled is the store's to settle: its answer can be awaited
+        only once.)"""
+        if self.headers is None and not self._started:
             self.headers = {}
             task = asyncio.ensure_future(self._settle_when_answered())
             _ABANDONED.add(task)

@@ -205,6 +205,7 @@ end
 if tpm >= 0 then
   load_tokens()
   if tokens >= tpm then
+    save_tokens()  -- the buckets this script charged, for the wait below
     local raw = redis.call('HGETALL', KEYS[4])
     local fields = {}
     for i = 1, #raw, 2 do
@@ -312,6 +313,14 @@ def _ms(seconds: float) -> int:
 
 def _limit(value: int | None) -> int:
     return value or _NONE  # 0 is no limit, as in the embedded store
+
+
+def _slots_only(settling: tuple[str | int, ...]) -> list[str | int]:
+    """Settlements (4 arguments each) that free their slots and count no tokens."""
+    out: list[str | int] = []
+    for at in range(0, len(settling), 4):
+        out += [settling[at], 0, _NONE, ""]
+    return out
 
 
 def _decode(value: int) -> int | None:
@@ -430,26 +439,38 @@ class RedisLimits:
             bulks(varying),
         )
         sent = self.channel.start_encoded(command)
-        return self._answer(sent, keys, (*words, *varying), key, days.day, settling)
+        request = (key, limits, request_id, days.day)
+        return self._answer(sent, keys, (*words, *varying), request, settling)
 
     async def _answer(
         self,
         sent: asyncio.Future[Reply],
         keys: tuple[str, ...],
         args: tuple[str | int, ...],  # ARGV, for sending again
-        key: str,
-        day: str,
+        request: tuple[str, Limits, str, str],  # key, limits, request id, day
         settling: list[str | int] | None,
     ) -> Admission:
+        key, limits, request_id, day = request
         try:
             try:
                 reply = await sent
             except Overdue:
                 raise
             except ConnectionError:  # once more on a new connection: a restarted Redis
-                reply = await self.channel.evalsha(self._script, keys, args)
+                # the script may have run before the connection broke: its settlements
+                # go again for their slots only, not to count their tokens twice
+                again = (*args[:11], *_slots_only(args[11:]))
+                reply = await self.channel.evalsha(self._script, keys, again)
             except NoScript:  # a restarted Redis that this connection survived
                 reply = await self.channel.evalsha(self._script, keys, args)
+        except asyncio.CancelledError:
+            # the request went away with its admission on its way: Redis counts it all
+            # the same, so give back its slot (a settlement after it on the connection)
+            if limits.concurrency:
+                self.settle(key, limits, request_id, 0)
+            if settling:  # in case it never went out: their slots, later
+                self._note_again(key, day, settling)
+            raise
         except BaseException:
             if settling:  # the slots at least, later (their tokens may have been counted)
                 self._note_again(key, day, settling)

@@ -96,6 +96,9 @@ async def prepare(
     if upstream.SIGNS_TOOL_CALLS:
         signatures.restore(request)  # signatures a client of another protocol could not keep
     if not upstream.ACCEPTS_IMAGE_URLS:
+        admitting = inbound.admitting
+        if admitting is not None and not admitting.answered:
+            await admitting.wait()  # nothing is fetched for a request over its key's limit
         await inline_image_urls(request)
     body = upstream.build_request(request)
     body = _upstream_stage(body, pipeline, inbound)
