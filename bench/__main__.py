@@ -59,7 +59,8 @@ def parse_args() -> argparse.Namespace:
         "--limit-rounds",
         type=int,
         default=3,
-        help="rounds of the limited keys measured in turns with no limits (their targets)",
+        help="rounds of the gateway's variants (records off, limits) measured in turns with "
+        "router, for their targets (0: none, the load table's figures)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = parser.parse_args()
@@ -132,15 +133,16 @@ def measure(system: System, case: Case, seconds: float, log: list[str]) -> dict[
     return row
 
 
-LIMITS_SYSTEMS = ("router", "router-limited", "router-limited-redis")
+# the gateway's variants whose targets compare them with `router` (records off, limits)
+TURNS_SYSTEMS = ("router", "router-bare", "router-limited", "router-limited-redis")
 
 
-def limits_rounds(
+def turns(
     systems_: list[System], case: Case, seconds: float, rounds: int
 ) -> dict[str, dict[str, list[load.Result]]]:
-    """The limited keys beside no limits, measured in turns: each round runs c=1, c=16
-    and c=64 on every system one after the other, so a machine that slows down for a
-    while slows all of them, not one; the report takes each figure's median."""
+    """The gateway's variants measured in turns: each round runs c=1, c=16 and c=64 on
+    every one of them one after the other, so a machine that slows down for a while slows
+    all of them, not one; the report takes each figure's median for their targets."""
     short, long = max(2.0, seconds / 3), max(3.0, seconds / 2)
     found: dict[str, dict[str, list[load.Result]]] = {s.name: {} for s in systems_}
     for _ in range(rounds):
@@ -334,11 +336,11 @@ def main() -> int:
                 )
         results["matrix"] = matrix
 
-        limited = [running[name] for name in LIMITS_SYSTEMS if name in running]
+        variants = [running[name] for name in TURNS_SYSTEMS if name in running]
         case_b = next((c for c in cases if c.key == "b"), None)
-        if len(limited) > 1 and case_b is not None:
-            print("limited keys beside no limits, case (b), in turns ...", flush=True)
-            results["limits"] = limits_rounds(limited, case_b, args.seconds, args.limit_rounds)
+        if len(variants) > 1 and case_b is not None and args.limit_rounds > 0:
+            print("the gateway's variants, case (b), in turns ...", flush=True)
+            results["limits"] = turns(variants, case_b, args.seconds, args.limit_rounds)
 
         if args.profile:
             case = next(c for c in CASES if c.key == args.profile_case)
