@@ -175,12 +175,9 @@ class Channel:
             await self._connect()
         return await self.start_encoded(command)
 
-    def start(self, *args: str | bytes | int) -> asyncio.Future[Reply]:
-        """The command sent now (once connected, when not yet), and its reply to come."""
-        return self.start_encoded(_encode(args))
-
     def start_encoded(self, command: bytes) -> asyncio.Future[Reply]:
-        """start() for a command encoded already."""
+        """`command` (encoded already) sent now, or once connected when not yet, and
+        its reply to come."""
         connection = self._connection
         if connection is None or connection.lost is not None or connection.transport is None:
             return asyncio.ensure_future(self._call_encoded(command))
