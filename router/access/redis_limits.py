@@ -1,6 +1,8 @@
 """Limits counted in Redis, exact across every worker of every server: one Lua script
 checks and counts all of a key's limits in one round trip (EVALSHA; loaded again by
-itself after a Redis restart), so two servers can never both take the last slot.
+itself after a Redis restart), so two servers can never both take the last slot. The
+ends of the key's earlier requests from this process (their slots, their tokens) ride
+in the same script, or go in one of their own within SETTLE_DELAY.
 
 Per client key, under `router:limits:{<key name>}:` (the braces are a cluster hash tag:
 every key of one client key lives on one node, as a script needs):
@@ -8,7 +10,8 @@ every key of one client key lives on one node, as a script needs):
 * `inflight`: a sorted set of the request ids not settled yet, scored by a lease
   deadline (10 minutes), so the slots of a server that died free themselves;
 * `month:YYYY-MM`: the requests admitted this UTC month, expiring after it;
-* `tpm`: a hash of tokens per second (the last 60 seconds);
+* `tpm`: a hash of the tokens of the last 60 seconds: their total, the last second
+  expired, the newest second, and a bucket per second modulo 60;
 * `day:YYYY-MM-DD`: the tokens of this UTC day, expiring after it.
 
 The time comes from `now()`, not from Redis, so tests can move the clock; servers are
