@@ -22,7 +22,6 @@ Changing a key's limits keeps its counts; only a new rpm starts a new ring."""
 from __future__ import annotations
 
 import asyncio
-import calendar
 import fcntl
 import hashlib
 import logging
@@ -35,7 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from router.access.keys import Limits
-from router.access.limits import ADMITTED, Admission, Ready
+from router.access.limits import ADMITTED, Admission, Calendar, Ready
 from router.protocols import ir
 
 log = logging.getLogger("router.limits")
@@ -86,27 +85,6 @@ class _Full(Exception):
     """No room left for a new cell."""
 
 
-class _Calendar:
-    """The UTC day and month of a time, worked out once a day."""
-
-    __slots__ = ("day", "day_end", "day_start", "month", "month_end")
-
-    def __init__(self) -> None:
-        self.day_start = self.day_end = self.month_end = 0.0
-        self.day = self.month = 0
-
-    def at(self, now: float) -> _Calendar:
-        if not self.day_start <= now < self.day_end:
-            self.day = int(now // 86400)
-            self.day_start = self.day * 86400.0
-            self.day_end = self.day_start + 86400.0
-            moment = time.gmtime(self.day_start)
-            self.month = moment.tm_year * 12 + moment.tm_mon - 1
-            year, month = divmod(self.month + 1, 12)
-            self.month_end = float(calendar.timegm((year, month + 1, 1, 0, 0, 0)))
-        return self
-
-
 class EmbeddedLimits:
     def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
         self.path = path
@@ -128,7 +106,7 @@ class EmbeddedLimits:
         self._by_key: dict[str, tuple[Limits, int, int | None]] = {}  # the last Limits' cells
         self._settling: list[tuple[str, Limits, int, float]] = []  # noted, not counted yet
         self._flush: asyncio.TimerHandle | None = None
-        self._calendar = _Calendar()
+        self._calendar = Calendar()
         self._full_said = 0.0
 
     def _prepare(self) -> None:

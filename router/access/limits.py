@@ -13,6 +13,8 @@ Counting, the same in every store:
 
 from __future__ import annotations
 
+import calendar
+import time
 from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,3 +60,28 @@ class LimitStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Calendar:
+    """The UTC day and month of a time, worked out once a day: as numbers (days since
+    the epoch, months since year 0) and as names (`2026-03-14`, `2026-03`)."""
+
+    __slots__ = ("day", "day_end", "day_name", "day_start", "month", "month_end", "month_name")
+
+    def __init__(self) -> None:
+        self.day_start = self.day_end = self.month_end = 0.0
+        self.day = self.month = 0
+        self.day_name = self.month_name = ""
+
+    def at(self, now: float) -> Calendar:
+        if not self.day_start <= now < self.day_end:
+            self.day = int(now // 86400)
+            self.day_start = self.day * 86400.0
+            self.day_end = self.day_start + 86400.0
+            moment = time.gmtime(self.day_start)
+            self.day_name = time.strftime("%Y-%m-%d", moment)
+            self.month_name = time.strftime("%Y-%m", moment)
+            self.month = moment.tm_year * 12 + moment.tm_mon - 1
+            year, month = divmod(self.month + 1, 12)
+            self.month_end = float(calendar.timegm((year, month + 1, 1, 0, 0, 0)))
+        return self

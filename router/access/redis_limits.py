@@ -24,7 +24,6 @@ store instead."""
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import logging
 import time
@@ -36,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from router.access.keys import Limits
-from router.access.limits import ADMITTED, Admission, Ready
+from router.access.limits import ADMITTED, Admission, Calendar, Ready
 from router.access.resp import Channel, NoScript, Overdue, Reply, bulks
 from router.protocols import ir
 
@@ -288,28 +287,6 @@ return string.format('%d,%s,%d,%d,%d,%d,%d,%d,%d', allowed, exceeded, math.max(0
 """
 
 
-class _Calendar:
-    """The UTC day and month of a time, worked out once a day."""
-
-    __slots__ = ("day", "day_end", "day_start", "month", "month_end")
-
-    def __init__(self) -> None:
-        self.day_start = self.day_end = 0.0
-        self.day = self.month = ""
-        self.month_end = 0.0
-
-    def at(self, now: float) -> _Calendar:
-        if not self.day_start <= now < self.day_end:
-            self.day_start = now - now % 86400
-            self.day_end = self.day_start + 86400
-            moment = time.gmtime(self.day_start)
-            self.day = time.strftime("%Y-%m-%d", moment)
-            self.month = time.strftime("%Y-%m", moment)
-            year, month = divmod(moment.tm_year * 12 + moment.tm_mon, 12)  # the next month
-            self.month_end = float(calendar.timegm((year, month + 1, 1, 0, 0, 0)))
-        return self
-
-
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -364,7 +341,7 @@ class RedisLimits:
         self.client: Redis = Redis.from_pool(pool)  # for looking inside; requests use:
         self.channel = Channel(url, timeout)
         self._script = self.channel.script(SCRIPT)
-        self._calendar = _Calendar()
+        self._calendar = Calendar()
         # the parts of a command that stay the same, as they are and encoded:
         self._head = bulks((b"EVALSHA", self._script, 5))
         self._names: dict[str, tuple[str, tuple[str, ...], bytes]] = {}  # key -> day, KEYS
@@ -377,11 +354,11 @@ class RedisLimits:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Task[None] | None = None
 
-    def _keys(self, key: str, days: _Calendar) -> tuple[tuple[str, ...], bytes]:
+    def _keys(self, key: str, days: Calendar) -> tuple[tuple[str, ...], bytes]:
         """KEYS of the script for `key` today (rpm, inflight, month, tpm, day), as they
         are and encoded."""
         found = self._names.get(key)
-        if found is not None and found[0] == days.day:
+        if found is not None and found[0] == days.day_name:
             return found[1], found[2]
         if len(self._names) > 10_000:
             self._names.clear()
@@ -389,12 +366,12 @@ class RedisLimits:
         names = (
             base + "rpm",
             base + "inflight",
-            f"{base}month:{days.month}",
+            f"{base}month:{days.month_name}",
             base + "tpm",
-            f"{base}day:{days.day}",
+            f"{base}day:{days.day_name}",
         )
         encoded = bulks(names)
-        self._names[key] = (days.day, names, encoded)
+        self._names[key] = (days.day_name, names, encoded)
         return names, encoded
 
     def _limit_words(self, limits: Limits) -> tuple[tuple[int, ...], bytes]:
@@ -426,7 +403,7 @@ class RedisLimits:
         days = self._calendar.at(now)
         keys, encoded_keys = self._keys(key, days)
         words, encoded_words = self._limit_words(limits)
-        settling = self._pending.pop((key, days.day), None) if self._pending else None
+        settling = self._pending.pop((key, days.day_name), None) if self._pending else None
         varying = (
             _ms(now),
             _ms(days.month_end - now),
@@ -442,7 +419,7 @@ class RedisLimits:
             bulks(varying),
         )
         sent = self.channel.start_encoded(command)
-        request = (key, limits, request_id, days.day)
+        request = (key, limits, request_id, days.day_name)
         return self._answer(sent, keys, (*words, *varying), request, settling)
 
     async def _answer(
@@ -501,7 +478,7 @@ class RedisLimits:
         if not limits.concurrency and not counts_tokens:
             return
         now = self.now()
-        day = self._calendar.at(now).day
+        day = self._calendar.at(now).day_name
         settlement = (
             request_id if limits.concurrency else "",
             tokens if counts_tokens else 0,
