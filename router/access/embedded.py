@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from router.access.keys import Limits
-from router.access.limits import ADMITTED, Admission, Calendar, Ready
+from router.access.limits import ADMITTED, Admission, Calendar, Ready, grantable
 from router.protocols import ir
 
 log = logging.getLogger("router.limits")
@@ -129,6 +129,27 @@ class EmbeddedLimits:
     def admit(self, key: str, limits: Limits, request_id: str) -> Ready:
         return Ready(self.admit_now(key, limits))
 
+    def grant(self, key: str, limits: Limits, lease_id: str, want: int, peak: int) -> Ready:
+        return Ready(self.admit_now(key, limits, want, peak))
+
+    def give_back(
+        self, key: str, limits: Limits, lease: Admission, lease_id: str, used: int
+    ) -> None:
+        """Uncount a lease's unused admissions: their slots and month's requests, and
+        their rpm entries while they are the newest (else they stay for their minute: a
+        key far from its limits can spare them)."""
+        unused = lease.granted - used
+        if unused <= 0:
+            return
+        with self._locked():
+            try:
+                cells = self._by_key.get(key)
+                if cells is None or cells[0] is not limits:
+                    cells = self._cells_of(key, limits)
+            except _Full:
+                return
+            self._give_back(limits, cells[1], cells[2], lease.mark, unused)
+
     def settle(self, key: str, limits: Limits, request_id: str, tokens: int) -> None:
         """Noted now, counted with the next admission of this process (under the lock it
         takes anyway) or within SETTLE_DELAY: a slot is freed a moment late, never early,
@@ -160,7 +181,7 @@ class EmbeddedLimits:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._lock.release()
 
-    def admit_now(self, key: str, limits: Limits) -> Admission:
+    def admit_now(self, key: str, limits: Limits, want: int = 1, peak: int = 0) -> Admission:
         if not limits.limited:
             return ADMITTED
         now = self.now()
@@ -171,7 +192,7 @@ class EmbeddedLimits:
             if cells is None or cells[0] is not limits:
                 cells = self._cells_of(key, limits)  # _Full: the noted ends stay noted
             ends = self._settle_noted(key) if self._settling else None
-            return self._admit(limits, cells[1], cells[2], now, ends)
+            return self._admit(limits, cells[1], cells[2], now, ends, want, peak)
         except _Full:
             self._say_full()
             return ADMITTED
@@ -182,10 +203,18 @@ class EmbeddedLimits:
     # --- counting, under the lock --------------------------------------------------------
 
     def _admit(
-        self, limits: Limits, at: int, ring: int | None, now: float, ends: list[_End] | None
+        self,
+        limits: Limits,
+        at: int,
+        ring: int | None,
+        now: float,
+        ends: list[_End] | None,
+        want: int = 1,
+        peak: int = 0,
     ) -> Admission:
         """Refuse, or count the request in every limit of `limits`, in one pass, after the
-        ends of this key's earlier requests noted since the last pass."""
+        ends of this key's earlier requests noted since the last pass; up to `want` of
+        them for a lease (see limits.LeasingStore.grant)."""
         memory = self._map
         flight, tokens, through, newest, month, requests, day, spent = _RECORD.unpack_from(
             memory, at
@@ -249,15 +278,27 @@ class EmbeddedLimits:
                 wait, exceeded = days.day_end - now, "daily_tokens"
 
         admitted = not exceeded
+        granted = 1
         if admitted:
+            if want > 1:
+                granted = grantable(
+                    want,
+                    rpm - count if ring is not None else None,
+                    concurrency - flight if concurrency else None,
+                    monthly - requests if monthly else None,
+                    peak=peak,
+                    tokens_left=_tokens_left(tpm, tokens, daily, spent),
+                )
             if ring is not None:
-                _F64.pack_into(memory, ring + 24 + cursor * 8, now)
-                cursor, count = (cursor + 1) % rpm, count + 1
+                for _ in range(granted):
+                    _F64.pack_into(memory, ring + 24 + cursor * 8, now)
+                    cursor = (cursor + 1) % rpm
+                count += granted
                 _RING.pack_into(memory, ring, cursor, first, count)
             if concurrency:
-                flight = flight - self._hold(at) + 1
+                flight = flight - self._hold(at, granted) + granted
             if monthly:
-                requests += 1
+                requests += granted
             changed = changed or bool(concurrency or monthly)
         if changed:
             _RECORD.pack_into(
@@ -297,19 +338,43 @@ class EmbeddedLimits:
                 tokens_reset if tokens_limit is not None else None,
             )
         if admitted:
-            return Admission(True, rates=rates)
+            return Admission(True, rates=rates, granted=granted, mark=now)
         return Admission(False, exceeded, max(wait, 0.001), rates)
+
+    def _give_back(
+        self, limits: Limits, at: int, ring: int | None, granted_at: float, unused: int
+    ) -> None:
+        memory = self._map
+        record = list(_RECORD.unpack_from(memory, at))
+        if limits.concurrency:
+            record[0] -= self._release(at, unused)
+        if limits.monthly_requests and record[4] == self._calendar.at(granted_at).month:
+            record[5] = max(record[5] - unused, 0)
+        _RECORD.pack_into(memory, at, *record)
+        if ring is None:
+            return
+        rpm = limits.rpm or 1
+        cursor, first, count = _RING.unpack_from(memory, ring)
+        if count < unused:
+            return
+        for back in range(1, unused + 1):  # ours only while nothing came after them
+            if _F64.unpack_from(memory, ring + 24 + (cursor - back) % rpm * 8)[0] != granted_at:
+                return
+        _RING.pack_into(memory, ring, (cursor - unused) % rpm, first, count - unused)
 
     def _settle_noted(self, keep: str | None = None) -> list[_End]:
         """Under the lock: free the slots and charge the tokens of the noted ends, but
         those of `keep`, returned for the admission of that key to count in its pass."""
         noted, self._settling = self._settling, []
-        kept: list[_End] = []
-        memory = self._map
+        by_key: dict[str, list[_End]] = {}
         for key, limits, used, at_time in noted:
-            if key == keep:
-                kept.append((limits, used, at_time))
-                continue
+            ends = by_key.get(key)
+            if ends is None:
+                ends = by_key[key] = []
+            ends.append((limits, used, at_time))
+        kept = by_key.pop(keep, []) if keep is not None else []
+        memory = self._map
+        for key, ends in by_key.items():  # each key's record read and written once
             try:
                 at = self._record(key)
             except _Full:
@@ -319,7 +384,7 @@ class EmbeddedLimits:
                 memory, at
             )
             flight, tokens, through, newest, day, spent = self._ended(
-                at, ((limits, used, at_time),), flight, tokens, through, newest, day, spent
+                at, ends, flight, tokens, through, newest, day, spent
             )
             _RECORD.pack_into(
                 memory, at, flight, tokens, through, newest, month, requests, day, spent
@@ -411,23 +476,24 @@ class EmbeddedLimits:
         slot = self._slots[at] = [free, 0]
         return slot, gone
 
-    def _hold(self, at: int) -> int:
-        """Take a slot; the predecessor's slots let go (see _claim)."""
+    def _hold(self, at: int, slots: int = 1) -> int:
+        """Take `slots` slots; the predecessor's slots let go (see _claim)."""
         slot, gone = self._slots.get(at), 0
         if slot is None:
             slot, gone = self._claim(at)
-        slot[1] += 1
+        slot[1] += slots
         _PAIR.pack_into(self._map, slot[0], self._pid, slot[1])
         return gone
 
-    def _release(self, at: int) -> int:
-        """Give back one of this process's slots: 1, or 0 when it holds none."""
+    def _release(self, at: int, slots: int = 1) -> int:
+        """Give back up to `slots` of this process's slots: how many it held of them."""
         slot = self._slots.get(at)
         if slot is None or slot[1] <= 0:
             return 0
-        slot[1] -= 1
+        freed = min(slots, slot[1])
+        slot[1] -= freed
         _PAIR.pack_into(self._map, slot[0], self._pid, slot[1])
-        return 1
+        return freed
 
     # tpm: 60 buckets of (second, tokens) after the record
     def _expire(self, at: int, now: float, tokens: int, through: int) -> tuple[int, int]:
@@ -510,6 +576,16 @@ class EmbeddedLimits:
         if now - self._full_said > 60.0:
             self._full_said = now
             log.warning("limit store %s is full: limits are not enforced for new keys", self.path)
+
+
+def _tokens_left(tpm: int | None, tokens: int, daily: int | None, spent: int) -> int | None:
+    """What the tightest token budget has left (None: none)."""
+    left = None
+    if tpm:
+        left = tpm - tokens
+    if daily and (left is None or daily - spent < left):
+        left = daily - spent
+    return left
 
 
 def _alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from router.access.embedded import FILE_NAME, EmbeddedLimits
 from router.access.keys import ClientKey, Limits, digest
+from router.access.leases import Leasing
 from router.access.limits import Admission, LimitStore, Ready
 from router.protocols import ir
 
@@ -159,8 +160,15 @@ class Admitting:
         return self.headers  # type: ignore[return-value]
 
     def take(self, admission: Admission) -> None:
-        rates = admission.rates
-        self.headers = self.headers_for(rates) if rates is not None else {}
+        rates, shown = admission.rates, admission.shown
+        if rates is None:
+            self.headers = {}
+        elif shown is not None and shown[0] is self.headers_for:
+            self.headers = shown[1]  # a lease's (the reply copies them)
+        else:
+            self.headers = self.headers_for(rates)
+            if admission.granted > 1:
+                admission.shown = (self.headers_for, self.headers)
         if not admission.allowed:
             raise Refused(refusal(admission, self.key), self.headers)
         limits = self.key.limits
@@ -209,6 +217,7 @@ class LimitStores:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self._embedded: EmbeddedLimits | None = None
+        self._local: Leasing | None = None  # the embedded store, leased
         self._remote: GuardedLimits | None = None
         self._remote_url: str | None = None
 
@@ -218,7 +227,7 @@ class LimitStores:
             if self._remote is not None:  # the config no longer names a Redis
                 self._remote.close()
                 self._remote = self._remote_url = None
-            return self._embedded or self.embedded()
+            return self._local or self.local()
         if self._remote is None or self._remote_url != redis.value:
             self._remote = self._guarded(redis.value, plan.state.fail_closed)
             self._remote_url = redis.value
@@ -235,16 +244,24 @@ class LimitStores:
             self._embedded = EmbeddedLimits(self.state_dir / FILE_NAME)
         return self._embedded
 
+    def local(self) -> Leasing:
+        """The embedded store behind leases: what serves without Redis, or when it is away."""
+        if self._local is None:
+            self._local = Leasing(self.embedded())
+        return self._local
+
     def _guarded(self, url: str, fail_closed: bool) -> GuardedLimits:
         from router.access.guarded import GuardedLimits
         from router.access.redis_limits import RedisLimits
 
         if self._remote is not None:
             self._remote.close()
-        return GuardedLimits(RedisLimits(url), self.embedded(), fail_closed)
+        return GuardedLimits(Leasing(RedisLimits(url)), self.local(), fail_closed)
 
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
-        if self._embedded is not None:
+        if self._local is not None:
+            self._local.close()  # and the embedded store
+        elif self._embedded is not None:
             self._embedded.close()

@@ -29,6 +29,11 @@ class Admission:
     exceeded: str | None = None  # the limit that refused it ("rpm", ...)
     retry_after: float | None = None  # seconds until it could be admitted
     rates: ir.RateLimits | None = None  # for the protocol's rate-limit headers
+    granted: int = 1  # admissions counted: more than 1 for a lease (see leases)
+    mark: float = 0.0  # the store's own note on a lease, for giving back what is unused
+    # a lease's rate-limit headers as the last protocol that asked writes them: every
+    # request admitted from it shows the same
+    shown: tuple[object, dict[str, str]] | None = None
 
 
 ADMITTED = Admission(True)
@@ -60,6 +65,44 @@ class LimitStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LeasingStore(LimitStore, Protocol):
+    """A store that can count several admissions at once, for `leases.Leasing`."""
+
+    def grant(
+        self, key: str, limits: Limits, lease_id: str, want: int, peak: int
+    ) -> Awaitable[Admission]:
+        """Admit like `admit`, counting up to `want` admissions at once while the key is
+        far from its limits (see SPREAD): the answer's `granted` says how many. They are
+        the members `lease_id:0` .. `lease_id:<granted - 1>`, each settled as a request
+        of that id. `peak` is the most tokens a request of the key has used lately (0:
+        unknown), for how many a token budget allows."""
+        ...
+
+    def give_back(
+        self, key: str, limits: Limits, lease: Admission, lease_id: str, used: int
+    ) -> None:
+        """The admissions of a lease from `used` on were never used: uncount them."""
+        ...
+
+
+SPREAD = 64  # a lease takes at most this share of what a limit has left (1/SPREAD)
+
+
+def grantable(want: int, *left: int | None, peak: int = 0, tokens_left: int | None = None) -> int:
+    """How many admissions of `want` a lease may count: each limit's `left` (None: not
+    limited) shared SPREAD ways, and a token budget by `peak` tokens a request (unknown:
+    1). At least 1: the caller has admitted one already."""
+    granted = want
+    for remaining in left:
+        if remaining is not None and remaining // SPREAD < granted:
+            granted = remaining // SPREAD
+    if tokens_left is not None:
+        allowed = tokens_left // (peak * SPREAD) if peak > 0 else 1
+        if allowed < granted:
+            granted = allowed
+    return granted if granted > 1 else 1
 
 
 class Calendar:

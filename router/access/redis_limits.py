@@ -52,22 +52,30 @@ _NONE = -1  # "no such limit" in the scripts' arguments and replies
 # One script settles and admits. KEYS: rpm, inflight, month, tpm, day.
 # ARGV[1..7]: the limits: rpm, concurrency, monthly_requests, tpm, daily_tokens (-1:
 # none), lease_ms, keep_ms. ARGV[8..10]: the times: now_ms, ms to the next month, ms to
-# the next day. ARGV[11]: the request id to admit, or '' to settle only.
-# Then 4 per settlement (of this key and day, before the admission): the request id
-# whose slot to free ('' : none), its tokens, the second they count in for tpm (-1:
-# none), '1' when they count for daily_tokens.
+# the next day. ARGV[11]: the request id to admit, or '' to settle only. ARGV[12..13]:
+# for a lease, how many admissions are wanted (1: not a lease) and the most tokens a
+# request of the key used lately (0: unknown). ARGV[14]: how many leases give back.
+# Then 4 per lease given back: its id, the first unused member, how many it was granted,
+# and the kinds it counted in (r: rpm, c: concurrency, m: monthly_requests). Then 4 per
+# settlement (of this key and day, before the admission): the request id whose slot to
+# free ('' : none), its tokens, the second they count in for tpm (-1: none), '1' when
+# they count for daily_tokens.
+# A lease of n counts members `<id>:0` .. `<id>:<n-1>` where a request counts `<id>`.
 # The tpm hash keeps a running total: `total`, `through` (the last second expired),
 # `newest` (the newest second charged), and 60 buckets `s<i>`/`n<i>` (second, tokens)
 # for the seconds i modulo 60, so an admission reads three fields.
 # Reply, comma-separated (one string: cheaper to read than an array): allowed (0/1),
 # the limit that refused ('' if none), retry_after_ms, then the requests limit,
-# remaining and reset_ms, then the same for tokens (-1: none); '' when settling only.
+# remaining and reset_ms, then the same for tokens (-1: none), then how many admissions
+# were counted (more than 1 for a lease); '' when settling only.
 SCRIPT = """
 local rpm, concurrency, monthly = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tpm, daily = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lease, keep = tonumber(ARGV[6]), tonumber(ARGV[7])
 local now, to_month, to_day = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local id = ARGV[11]
+local want, peak = tonumber(ARGV[12]), tonumber(ARGV[13])
+local returns_end = 15 + 4 * tonumber(ARGV[14])
 local edge = math.floor(now / 1000) - 60  -- this second and the ones before have left
 
 local tokens, through, newest, loaded, changed, renewed = 0, 0, 0, false, false, false
@@ -123,8 +131,31 @@ local function charge(second, used)
   end
 end
 
+for k = 15, returns_end - 1, 4 do
+  local base, kinds = ARGV[k], ARGV[k + 3]
+  local first, granted = tonumber(ARGV[k + 1]), tonumber(ARGV[k + 2])
+  local members = {}
+  for n = first, granted - 1 do
+    members[#members + 1] = base .. ':' .. n
+  end
+  local removed = granted - first  -- with no set to tell which were counted, all were
+  if string.find(kinds, 'c', 1, true) then
+    removed = redis.call('ZREM', KEYS[2], unpack(members))
+  end
+  if string.find(kinds, 'r', 1, true) then
+    local gone = redis.call('ZREM', KEYS[1], unpack(members))
+    if not string.find(kinds, 'c', 1, true) then
+      removed = gone
+    end
+  end
+  if string.find(kinds, 'm', 1, true) and removed > 0 then
+    local counted = tonumber(redis.call('GET', KEYS[3]) or '0')
+    redis.call('DECRBY', KEYS[3], math.min(removed, counted))
+  end
+end
+
 local day_charged = false
-for k = 12, #ARGV, 4 do
+for k = returns_end, #ARGV, 4 do
   if ARGV[k] ~= '' then
     redis.call('ZREM', KEYS[2], ARGV[k])
   end
@@ -185,8 +216,9 @@ if rpm >= 0 then
   end
 end
 
+local held = 0
 if concurrency >= 0 then
-  local held = redis.call('ZCARD', KEYS[2])
+  held = redis.call('ZCARD', KEYS[2])
   if held >= concurrency then  -- let go of the slots whose lease ran out, and count again
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
     held = redis.call('ZCARD', KEYS[2])
@@ -242,20 +274,53 @@ if daily >= 0 then
   end
 end
 
-local allowed = 0
+local allowed, granted = 0, 1
+local function share(left)  -- a lease takes at most 1/64 of what a limit has left
+  local most = math.floor(left / 64)
+  if most < granted then
+    granted = most
+  end
+end
 if exceeded == '' then
   allowed = 1
+  if want > 1 then
+    granted = want
+    if rpm >= 0 then share(rpm - requests) end
+    if concurrency >= 0 then share(concurrency - held) end
+    if monthly >= 0 then share(monthly - month_requests) end
+    local tokens_left = nil
+    if tpm >= 0 then tokens_left = tpm - tokens end
+    if daily >= 0 and (tokens_left == nil or daily - day_tokens < tokens_left) then
+      tokens_left = daily - day_tokens
+    end
+    if tokens_left ~= nil then
+      if peak > 0 then share(math.floor(tokens_left / peak)) else granted = 1 end
+    end
+    if granted < 1 then
+      granted = 1
+    end
+  end
+  local function members(score)
+    if want == 1 then
+      return {score, id}
+    end
+    local scored = {}
+    for n = 0, granted - 1 do
+      scored[2 * n + 1], scored[2 * n + 2] = score, id .. ':' .. n
+    end
+    return scored
+  end
   if rpm >= 0 then
-    redis.call('ZADD', KEYS[1], now, id)
+    redis.call('ZADD', KEYS[1], unpack(members(now)))
     redis.call('PEXPIRE', KEYS[1], 61000)
-    requests = requests + 1
+    requests = requests + granted
   end
   if concurrency >= 0 then
-    redis.call('ZADD', KEYS[2], now + lease, id)
+    redis.call('ZADD', KEYS[2], unpack(members(now + lease)))
     redis.call('PEXPIRE', KEYS[2], lease + 1000)
   end
   if monthly >= 0 then
-    month_requests = redis.call('INCR', KEYS[3])
+    month_requests = redis.call('INCRBY', KEYS[3], granted)
     redis.call('PEXPIRE', KEYS[3], to_month + keep)
   end
 end
@@ -282,8 +347,9 @@ if tpm >= 0 then
 elseif daily >= 0 then
   tokens_limit, tokens_left, tokens_reset = daily, math.max(0, daily - day_tokens), to_day
 end
-return string.format('%d,%s,%d,%d,%d,%d,%d,%d,%d', allowed, exceeded, math.max(0, wait),
-  requests_limit, requests_left, requests_reset, tokens_limit, tokens_left, tokens_reset)
+return string.format('%d,%s,%d,%d,%d,%d,%d,%d,%d,%d', allowed, exceeded, math.max(0, wait),
+  requests_limit, requests_left, requests_reset, tokens_limit, tokens_left, tokens_reset,
+  granted)
 """
 
 
@@ -350,6 +416,8 @@ class RedisLimits:
         # settlements noted, by (key, day): 4 arguments each (see SCRIPT), sent with the
         # key's next admission or within SETTLE_DELAY
         self._pending: dict[tuple[str, str], list[str | int]] = {}
+        # leases' unused admissions, by key: 4 arguments each (see SCRIPT), sent likewise
+        self._returning: dict[str, list[str | int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -398,17 +466,55 @@ class RedisLimits:
         """Sent now; the answer when awaited."""
         if not limits:
             return Ready(ADMITTED)
+        return self._send(key, limits, request_id, 1, 0)
+
+    def grant(
+        self, key: str, limits: Limits, lease_id: str, want: int, peak: int
+    ) -> Awaitable[Admission]:
+        return self._send(key, limits, lease_id, want, peak)
+
+    def give_back(
+        self, key: str, limits: Limits, lease: Admission, lease_id: str, used: int
+    ) -> None:
+        """Noted now, sent like a settlement: the unused members leave the rpm and
+        in-flight sets, and the month's count goes down by as many as left."""
+        if used >= lease.granted:
+            return
+        kinds = "".join(
+            kind
+            for kind, limit in (
+                ("r", limits.rpm),
+                ("c", limits.concurrency),
+                ("m", limits.monthly_requests),
+            )
+            if limit
+        )
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop left to send it: the members leave with their
+            return  # minute (rpm) or lease (in flight), the month keeps them
+        self._returning.setdefault(key, []).extend((lease_id, used, lease.granted, kinds))
+        self._schedule(loop)
+
+    def _send(
+        self, key: str, limits: Limits, request_id: str, want: int, peak: int
+    ) -> Awaitable[Admission]:
         self._loop = asyncio.get_running_loop()
         now = self.now()
         days = self._calendar.at(now)
         keys, encoded_keys = self._keys(key, days)
         words, encoded_words = self._limit_words(limits)
         settling = self._pending.pop((key, days.day_name), None) if self._pending else None
+        returning = self._returning.pop(key, ()) if self._returning else ()
         varying = (
             _ms(now),
             _ms(days.month_end - now),
             _ms(days.day_end - now),
             request_id,
+            want,
+            peak,
+            len(returning) // 4,
+            *returning,
             *(settling or ()),
         )
         command = b"*%d\r\n%s%s%s%s" % (
@@ -439,7 +545,8 @@ class RedisLimits:
             except ConnectionError:  # once more on a new connection: a restarted Redis
                 # the script may have run before the connection broke: its settlements
                 # go again for their slots only, not to count their tokens twice
-                again = (*args[:11], *_slots_only(args[11:]))
+                settled_at = 14 + int(args[13]) * 4
+                again = (*args[:settled_at], *_slots_only(args[settled_at:]))
                 reply = await self.channel.evalsha(self._script, keys, again)
             except NoScript:  # a restarted Redis that this connection survived
                 reply = await self.channel.evalsha(self._script, keys, args)
@@ -457,7 +564,9 @@ class RedisLimits:
             raise
         assert isinstance(reply, bytes)
         allowed, exceeded, *counts = reply.split(b",")
-        wait, req_limit, req_left, req_reset, tok_limit, tok_left, tok_reset = map(int, counts)
+        wait, req_limit, req_left, req_reset, tok_limit, tok_left, tok_reset, granted = map(
+            int, counts
+        )
         rates = ir.RateLimits(
             _decode(req_limit),
             _decode(req_left),
@@ -467,7 +576,7 @@ class RedisLimits:
             _seconds(tok_reset, tok_limit),
         )
         if allowed == b"1":
-            return Admission(True, rates=rates)
+            return Admission(True, rates=rates, granted=granted)
         retry_after = max(wait, 1) / 1000
         return Admission(False, exceeded=exceeded.decode(), retry_after=retry_after, rates=rates)
 
@@ -506,6 +615,9 @@ class RedisLimits:
             self._pending[(key, day)] = list(settlement)
         else:
             noted.extend(settlement)
+        self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is None:
             self._timer = loop.call_later(SETTLE_DELAY, self._send_pending)
 
@@ -519,13 +631,17 @@ class RedisLimits:
         """Send every settlement noted so far, one script per key and day."""
         self._timer = None
         pending, self._pending = self._pending, {}
+        returning, self._returning = self._returning, {}
         now = self.now()
         days = self._calendar.at(now)
         times = (_ms(now), _ms(days.month_end - now), _ms(days.day_end - now))
+        for key in returning.keys() - {key for key, _ in pending}:
+            pending[(key, days.day_name)] = []
         for (key, day), settling in pending.items():
             rpm, inflight, month, tpm, _ = self._keys(key, days)[0]
             keys = (rpm, inflight, month, tpm, f"{self.prefix}{{{key}}}:day:{day}")
-            args = (*self._settle_words, *times, "", *settling)
+            given = returning.pop(key, ())
+            args = (*self._settle_words, *times, "", 1, 0, len(given) // 4, *given, *settling)
             self.channel.evalsha_later(self._script, keys, args)
 
     async def drain(self) -> None:
@@ -533,7 +649,7 @@ class RedisLimits:
         (or failed)."""
         if self._timer is not None:
             self._timer.cancel()
-        if self._pending:
+        if self._pending or self._returning:
             self._send_pending()
         self._timer = None
         with contextlib.suppress(ConnectionError):
