@@ -16,11 +16,14 @@ import pytest
 
 from router.access import leases
 from router.access.embedded import _RECORD, FILE_NAME, EmbeddedLimits
+from router.access.guarded import GuardedLimits
 from router.access.keys import Limits
 from router.access.leases import Leasing
 from router.access.limits import SPREAD, Admission, grantable
 from router.access.redis_limits import PREFIX, RedisLimits
+from tests.gateway import free_port
 from tests.redis_server import RedisServer
+from tests.test_redis_limits import _ReplyDropper
 
 KEY = "team-a"
 FAR = Limits(rpm=64_000, concurrency=64_000, monthly_requests=10_000_000)
@@ -41,7 +44,7 @@ class Counting:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self.grants: list[int] = []  # admissions granted, per grant
+        self.grants: list[int] = []  # admissions granted, per grant that admitted
 
         self.admits = 0  # admissions asked of the store one by one
 
@@ -59,7 +62,8 @@ class Counting:
 
         async def counted() -> Admission:
             admission = await answer
-            self.grants.append(admission.granted)
+            if admission.allowed:
+                self.grants.append(admission.granted)
             return admission
 
         return counted()
@@ -91,6 +95,15 @@ def test_grantable_shares_what_each_limit_has_left() -> None:
 def record(store: EmbeddedLimits, key: str = KEY) -> tuple[int, ...]:
     """(in flight, tokens, through, newest, month, requests, day, spent) of `key`."""
     return _RECORD.unpack_from(store._map, store._record(key))
+
+
+def counts_in(path: Path) -> tuple[int, ...]:
+    """The record of KEY in the file at `path`, read by a store of its own."""
+    store = EmbeddedLimits(path)
+    try:
+        return record(store)
+    finally:
+        store.close()
 
 
 def test_a_busy_key_far_from_its_limits_is_admitted_from_leases(tmp_path: Path) -> None:
@@ -336,5 +349,97 @@ def test_a_lease_is_used_for_one_term_only(tmp_path: Path) -> None:
         flight = record(embedded)[0]
         assert flight == 10 + later.granted  # the old lease's unused part given back
         leased.close()
+
+    run(scenario)
+
+
+def test_a_lease_out_of_its_term_is_given_back_before_the_next_is_taken(tmp_path: Path) -> None:
+    """Requests waiting for a grant that find its lease out of its term ask for the
+    next one; the old one's unused part is given back first, not lost."""
+
+    async def scenario() -> None:
+        embedded = EmbeddedLimits(tmp_path / FILE_NAME)
+        clock = [time.monotonic()]
+        leased = Leasing(embedded, clock=lambda: clock[0])
+        assert (await leased.admit(KEY, FAR, "r1")).allowed
+        second = leased.admit(KEY, FAR, "r2")  # asks for a lease
+        third = leased.admit(KEY, FAR, "r3")  # waits for it
+        assert (await second).allowed
+        clock[0] += leases.TERM
+        assert (await third).allowed  # the lease is out of its term: the next one
+        for rid in ("r1", "r2", "r3"):
+            leased.settle(KEY, FAR, rid, 0)
+        leased.close()  # gives back the last lease's unused part, and counts the ends
+        flight, *_, requests, _, _ = counts_in(tmp_path / FILE_NAME)
+        assert (flight, requests) == (0, 3)
+
+    run(scenario)
+
+
+def test_a_redis_give_back_rides_on_the_keys_next_admission(redis: RedisServer) -> None:
+    async def scenario() -> None:
+        remote = RedisLimits(redis.url)
+        clock = [time.monotonic()]
+        leased = Leasing(remote, clock=lambda: clock[0])
+        await leased.admit(KEY, FAR, "first")
+        admitted = ["first"] + await admit_many(leased, FAR, 9)
+        assert len(admitted) == 10
+        clock[0] += leases.TERM  # the lease is out of its term, partly unused
+        later = leased.admit(KEY, FAR, "later")  # gives it back, and asks for the next
+        assert not remote._returning  # the give-back went out in that grant's script
+        assert (await later).allowed
+        for rid in [*admitted, "later"]:
+            leased.settle(KEY, FAR, rid, 0)
+        leased.close()
+        await remote.drain()
+        assert await card(remote, "inflight") == 0
+        assert await card(remote, "rpm") == 11
+        assert await month_count(remote) == 11
+        await remote.aclose()
+
+    run(scenario)
+
+
+def test_a_grant_whose_reply_was_lost_leaves_no_member_behind(redis: RedisServer) -> None:
+    """A grant sent again after its reply was lost counts again, against counts that
+    already hold the first run's members: fewer may be granted the second time. The
+    give-back takes every member the grant may have made."""
+    limits = Limits(rpm=64 * 15, concurrency=64 * 15)
+
+    async def scenario() -> None:
+        proxy = _ReplyDropper(redis.port)
+        remote = RedisLimits(await proxy.start())
+        await remote.ping()
+        proxy.drop_next = True  # the grant runs in Redis; its answer is lost
+        lease = await remote.grant(KEY, limits, "lease-x", 15, 0)
+        assert lease.allowed and lease.granted == 14  # 945 left: 14 the second time
+        assert await card(remote, "rpm") == 15  # the first run's 15 members
+        remote.give_back(KEY, limits, lease, "lease-x", 0)
+        await remote.drain()
+        assert await card(remote, "rpm") == 0
+        assert await card(remote, "inflight") == 0
+        await remote.aclose()
+        proxy.close()
+
+    run(scenario)
+
+
+def test_the_guard_falls_back_to_the_local_leases_when_redis_is_away(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        embedded = EmbeddedLimits(tmp_path / FILE_NAME)
+        local = Leasing(embedded)
+        remote = RedisLimits(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+        guard = GuardedLimits(Leasing(remote), local, fail_closed=False)
+        ids = [f"r{i}" for i in range(50)]
+        answers = [await guard.admit(KEY, FAR, rid) for rid in ids]
+        assert all(answer.allowed for answer in answers)
+        assert not guard.remote_up and guard.fallbacks == 50
+        assert record(embedded)[0] >= 49  # counted locally, in leases after the first
+        for rid in ids:
+            guard.settle(KEY, FAR, rid, 0)
+        guard.close()
+        local.close()
+        flight, *_, requests, _, _ = counts_in(tmp_path / FILE_NAME)
+        assert (flight, requests) == (0, 50)
 
     run(scenario)

@@ -289,14 +289,14 @@ class EmbeddedLimits:
                     peak=peak,
                     tokens_left=_tokens_left(tpm, tokens, daily, spent),
                 )
+            if concurrency:  # first: it can fail (_Full), and then nothing is counted
+                flight = flight - self._hold(at, granted) + granted
             if ring is not None:
                 for _ in range(granted):
                     _F64.pack_into(memory, ring + 24 + cursor * 8, now)
                     cursor = (cursor + 1) % rpm
                 count += granted
                 _RING.pack_into(memory, ring, cursor, first, count)
-            if concurrency:
-                flight = flight - self._hold(at, granted) + granted
             if monthly:
                 requests += granted
             changed = changed or bool(concurrency or monthly)

@@ -74,6 +74,7 @@ class Leasing:
         self.clock = clock
         self._keys: dict[str, _Key] = {}
         self._members: dict[str, str] = {}  # request id -> its lease member, until settled
+        self._closed = False
         self._lease_ids = map(f"lease-{secrets.token_hex(6)}-{{}}".format, itertools.count())
 
     def admit(self, key: str, limits: Limits, request_id: str) -> Awaitable[Admission]:
@@ -105,6 +106,7 @@ class Leasing:
         self.store.settle(key, limits, member, tokens)
 
     def close(self) -> None:
+        self._closed = True
         for key, state in list(self._keys.items()):
             self._end(key, state)
         self.store.close()
@@ -132,32 +134,44 @@ class Leasing:
 
     def _ask(self, state: _Key, key: str, limits: Limits, now: float) -> bool:
         """Ask the store for a lease, unless the key is not busy or near a limit."""
+        self._end(key, state)  # the last lease, used up or out of its term
         want = state.want if state.want > state.seen else state.seen
         if want <= 1 or now < state.single_until:
             return False
         lease_id = next(self._lease_ids)  # unique: its members are named after it
-        granting = asyncio.ensure_future(self._grant(state, key, limits, lease_id, min(want, MOST)))
+        want = min(want, MOST)
+        answer = self.store.grant(key, limits, lease_id, want, state.peak)  # sent now
+        granting = asyncio.ensure_future(self._grant(answer, state, key, limits, lease_id, want))
         granting.add_done_callback(_seen)
         state.granting = granting
         return True
 
     async def _grant(
-        self, state: _Key, key: str, limits: Limits, lease_id: str, want: int
+        self,
+        answer: Awaitable[Admission],
+        state: _Key,
+        key: str,
+        limits: Limits,
+        lease_id: str,
+        want: int,
     ) -> Admission:
         try:
-            lease = await self.store.grant(key, limits, lease_id, want, state.peak)
+            lease = await answer
         except BaseException:
-            if limits.rpm or limits.concurrency:  # it may have been counted: uncount it
-                self.store.give_back(key, limits, Admission(True, granted=want), lease_id, 0)
+            if not self._closed and (limits.rpm or limits.concurrency):
+                # it may have been counted: uncount what can be told apart (members)
+                failed = Admission(True, granted=want, asked=want)  # no mark: of no month
+                self.store.give_back(key, limits, failed, lease_id, 0)
             raise
         finally:
             state.granting = None
-        if not lease.allowed:
+        if not lease.allowed or self._closed:  # closed: its members leave with their term
             return lease
         now = self.clock()
         if self._keys.get(key) is not state:  # its limits changed meanwhile: none of it
             self.store.give_back(key, limits, lease, lease_id, 0)  # is taken (_after_grant)
             return lease
+        self._end(key, state)  # (none: leases are asked for one at a time)
         state.lease, state.lease_id, state.used, state.ends = lease, lease_id, 0, now + TERM
         if lease.granted == 1:
             state.single_until = now + TERM

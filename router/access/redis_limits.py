@@ -369,6 +369,17 @@ def _slots_only(settling: tuple[str | int, ...]) -> list[str | int]:
     return out
 
 
+def _replayable(returning: tuple[str | int, ...] | list[str | int]) -> list[str | int]:
+    """Give-backs (4 arguments each) that are safe to send again: those counted by
+    members (a monthly-only one would take its unused off the month twice)."""
+    out: list[str | int] = []
+    for at in range(0, len(returning), 4):
+        kinds = str(returning[at + 3])
+        if "r" in kinds or "c" in kinds:
+            out += returning[at : at + 4]
+    return out
+
+
 def _decode(value: int) -> int | None:
     return None if value < 0 else value
 
@@ -477,23 +488,34 @@ class RedisLimits:
         self, key: str, limits: Limits, lease: Admission, lease_id: str, used: int
     ) -> None:
         """Noted now, sent like a settlement: the unused members leave the rpm and
-        in-flight sets, and the month's count goes down by as many as left."""
-        if used >= lease.granted:
+        in-flight sets, and the month's count goes down by as many as left them (by the
+        unused, for a key limited by the month alone). Every member that may exist goes
+        (a grant sent twice, after a lost reply, may have counted more than it says);
+        the month is left as it is when the lease is of another month."""
+        verified = bool(limits.rpm or limits.concurrency)
+        last = max(lease.granted, lease.asked) if verified else lease.granted
+        if used >= last:
             return
+        same_month = (
+            lease.mark > 0
+            and Calendar().at(lease.mark).month == self._calendar.at(self.now()).month
+        )
         kinds = "".join(
             kind
             for kind, limit in (
                 ("r", limits.rpm),
                 ("c", limits.concurrency),
-                ("m", limits.monthly_requests),
+                ("m", limits.monthly_requests and same_month),
             )
             if limit
         )
+        if not kinds:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop left to send it: the members leave with their
             return  # minute (rpm) or lease (in flight), the month keeps them
-        self._returning.setdefault(key, []).extend((lease_id, used, lease.granted, kinds))
+        self._returning.setdefault(key, []).extend((lease_id, used, last, kinds))
         self._schedule(loop)
 
     def _send(
@@ -526,7 +548,7 @@ class RedisLimits:
         )
         sent = self.channel.start_encoded(command)
         request = (key, limits, request_id, days.day_name)
-        return self._answer(sent, keys, (*words, *varying), request, settling)
+        return self._answer(sent, keys, (*words, *varying), request, settling, returning)
 
     async def _answer(
         self,
@@ -535,6 +557,7 @@ class RedisLimits:
         args: tuple[str | int, ...],  # ARGV, for sending again
         request: tuple[str, Limits, str, str],  # key, limits, request id, day
         settling: list[str | int] | None,
+        returning: list[str | int] | tuple[()],
     ) -> Admission:
         key, limits, request_id, day = request
         try:
@@ -546,7 +569,13 @@ class RedisLimits:
                 # the script may have run before the connection broke: its settlements
                 # go again for their slots only, not to count their tokens twice
                 settled_at = 14 + int(args[13]) * 4
-                again = (*args[:settled_at], *_slots_only(args[settled_at:]))
+                given = _replayable(args[14:settled_at])
+                again = (
+                    *args[:13],
+                    len(given) // 4,
+                    *given,
+                    *_slots_only(args[settled_at:]),
+                )
                 reply = await self.channel.evalsha(self._script, keys, again)
             except NoScript:  # a restarted Redis that this connection survived
                 reply = await self.channel.evalsha(self._script, keys, args)
@@ -557,10 +586,12 @@ class RedisLimits:
                 self.settle(key, limits, request_id, 0)
             if settling:  # in case it never went out: their slots, later
                 self._note_again(key, day, settling)
+            self._return_again(key, returning)
             raise
         except BaseException:
             if settling:  # the slots at least, later (their tokens may have been counted)
                 self._note_again(key, day, settling)
+            self._return_again(key, returning)
             raise
         assert isinstance(reply, bytes)
         allowed, exceeded, *counts = reply.split(b",")
@@ -576,7 +607,10 @@ class RedisLimits:
             _seconds(tok_reset, tok_limit),
         )
         if allowed == b"1":
-            return Admission(True, rates=rates, granted=granted)
+            if args[11] == 1:
+                return Admission(True, rates=rates)
+            asked, granted_at = int(args[11]), int(args[7]) / 1000
+            return Admission(True, rates=rates, granted=granted, asked=asked, mark=granted_at)
         retry_after = max(wait, 1) / 1000
         return Admission(False, exceeded=exceeded.decode(), retry_after=retry_after, rates=rates)
 
@@ -626,6 +660,14 @@ class RedisLimits:
         for at in range(0, len(settling), 4):
             if settling[at]:
                 self._note(key, day, (str(settling[at]), 0, _NONE, ""), asyncio.get_running_loop())
+
+    def _return_again(self, key: str, returning: list[str | int] | tuple[()]) -> None:
+        """Give-backs whose script failed, to send later: those that can be told apart
+        (by members: sending one twice takes nothing twice)."""
+        given = _replayable(returning)
+        if given:
+            self._returning.setdefault(key, []).extend(given)
+            self._schedule(asyncio.get_running_loop())
 
     def _send_pending(self) -> None:
         """Send every settlement noted so far, one script per key and day."""
