@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from router.access.keys import Limits
-from router.access.limits import ADMITTED, Admission, Calendar, Ready
+from router.access.limits import ADMITTED, SPREAD, Admission, Calendar, Ready
 from router.access.resp import Channel, NoScript, Overdue, Reply, bulks
 from router.protocols import ir
 
@@ -275,8 +275,8 @@ if daily >= 0 then
 end
 
 local allowed, granted = 0, 1
-local function share(left)  -- a lease takes at most 1/64 of what a limit has left
-  local most = math.floor(left / 64)
+local function share(left)  -- a lease takes at most 1/SPREAD of what a limit has left
+  local most = math.floor(left / SPREAD)
   if most < granted then
     granted = most
   end
@@ -350,7 +350,7 @@ end
 return string.format('%d,%s,%d,%d,%d,%d,%d,%d,%d,%d', allowed, exceeded, math.max(0, wait),
   requests_limit, requests_left, requests_reset, tokens_limit, tokens_left, tokens_reset,
   granted)
-"""
+""".replace("SPREAD", str(SPREAD))
 
 
 def _ms(seconds: float) -> int:
