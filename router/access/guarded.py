@@ -60,6 +60,8 @@ class GuardedLimits:
                 sent = self.remote.admit(key, limits, request_id)
             except Exception as exc:
                 return self._instead(exc, key, limits, request_id)
+            if isinstance(sent, Ready):  # decided already (from a lease): nothing can fail
+                return sent
             return self._remote_answer(sent, key, limits, request_id)
         return self._local(key, limits, request_id)
 

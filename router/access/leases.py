@@ -23,6 +23,7 @@ What this changes, and what it does not:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import time
@@ -136,7 +137,7 @@ class Leasing:
         """Ask the store for a lease, unless the key is not busy or near a limit."""
         self._end(key, state)  # the last lease, used up or out of its term
         want = state.want if state.want > state.seen else state.seen
-        if want <= 1 or now < state.single_until:
+        if want <= 1 or now < state.single_until or self._closed:
             return False
         lease_id = next(self._lease_ids)  # unique: its members are named after it
         want = min(want, MOST)
@@ -158,14 +159,18 @@ class Leasing:
         try:
             lease = await answer
         except BaseException:
-            if not self._closed and (limits.rpm or limits.concurrency):
+            if limits.rpm or limits.concurrency:
                 # it may have been counted: uncount what can be told apart (members)
-                failed = Admission(True, granted=want, asked=want)  # no mark: of no month
+                failed = Admission(True, granted=want)  # every member it may have made
                 self.store.give_back(key, limits, failed, lease_id, 0)
             raise
         finally:
             state.granting = None
-        if not lease.allowed or self._closed:  # closed: its members leave with their term
+        if not lease.allowed:
+            return lease
+        if self._closed:  # none to install it in: back, if the store still takes it
+            with contextlib.suppress(Exception):
+                self.store.give_back(key, limits, lease, lease_id, 0)
             return lease
         now = self.clock()
         if self._keys.get(key) is not state:  # its limits changed meanwhile: none of it

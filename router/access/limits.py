@@ -30,8 +30,7 @@ class Admission:
     retry_after: float | None = None  # seconds until it could be admitted
     rates: ir.RateLimits | None = None  # for the protocol's rate-limit headers
     granted: int = 1  # admissions counted: more than 1 for a lease (see leases)
-    asked: int = 1  # for a lease, how many were asked for (members that may exist)
-    mark: float = 0.0  # for a lease, when it was granted (the store's time)
+    mark: float = 0.0  # for a lease, when it was granted (the store's time; 0: unknown)
     # a lease's rate-limit headers as the last protocol that asked writes them: every
     # request admitted from it shows the same
     shown: tuple[object, dict[str, str]] | None = None

@@ -53,14 +53,16 @@ _NONE = -1  # "no such limit" in the scripts' arguments and replies
 # ARGV[1..7]: the limits: rpm, concurrency, monthly_requests, tpm, daily_tokens (-1:
 # none), lease_ms, keep_ms. ARGV[8..10]: the times: now_ms, ms to the next month, ms to
 # the next day. ARGV[11]: the request id to admit, or '' to settle only. ARGV[12..13]:
-# for a lease, how many admissions are wanted (1: not a lease) and the most tokens a
+# for a lease, how many admissions are wanted (0: not a lease) and the most tokens a
 # request of the key used lately (0: unknown). ARGV[14]: how many leases give back.
 # Then 4 per lease given back: its id, the first unused member, how many it was granted,
 # and the kinds it counted in (r: rpm, c: concurrency, m: monthly_requests). Then 4 per
 # settlement (of this key and day, before the admission): the request id whose slot to
 # free ('' : none), its tokens, the second they count in for tpm (-1: none), '1' when
 # they count for daily_tokens.
-# A lease of n counts members `<id>:0` .. `<id>:<n-1>` where a request counts `<id>`.
+# A lease of n counts members `<id>:0` .. `<id>:<n-1>` where a request counts `<id>`; a
+# lease whose first member is counted already was sent again after its reply was lost,
+# and is answered with the members it has, counting nothing more.
 # The tpm hash keeps a running total: `total`, `through` (the last second expired),
 # `newest` (the newest second charged), and 60 buckets `s<i>`/`n<i>` (second, tokens)
 # for the seconds i modulo 60, so an admission reads three fields.
@@ -150,7 +152,9 @@ for k = 15, returns_end - 1, 4 do
   end
   if string.find(kinds, 'm', 1, true) and removed > 0 then
     local counted = tonumber(redis.call('GET', KEYS[3]) or '0')
-    redis.call('DECRBY', KEYS[3], math.min(removed, counted))
+    if counted > 0 then
+      redis.call('DECRBY', KEYS[3], math.min(removed, counted))
+    end
   end
 end
 
@@ -195,8 +199,26 @@ if id == '' then
   return ''
 end
 
+local replayed = 0  -- a lease's members counted already (see above)
+if want > 0 then
+  local set = nil
+  if concurrency >= 0 then
+    set = KEYS[2]
+  elseif rpm >= 0 then
+    set = KEYS[1]
+  end
+  if set ~= nil and redis.call('ZSCORE', set, id .. ':0') then
+    while replayed < want and redis.call('ZSCORE', set, id .. ':' .. replayed) do
+      replayed = replayed + 1
+    end
+  end
+end
+
 local exceeded, wait = '', 0
 local function refuse(name, ms)
+  if replayed > 0 then
+    return
+  end
   if exceeded == '' or ms > wait then
     exceeded, wait = name, ms
   end
@@ -281,9 +303,11 @@ local function share(left)  -- a lease takes at most 1/SPREAD of what a limit ha
     granted = most
   end
 end
-if exceeded == '' then
+if replayed > 0 then
+  allowed, granted = 1, replayed
+elseif exceeded == '' then
   allowed = 1
-  if want > 1 then
+  if want > 0 then
     granted = want
     if rpm >= 0 then share(rpm - requests) end
     if concurrency >= 0 then share(concurrency - held) end
@@ -301,7 +325,7 @@ if exceeded == '' then
     end
   end
   local function members(score)
-    if want == 1 then
+    if want == 0 then
       return {score, id}
     end
     local scored = {}
@@ -477,7 +501,7 @@ class RedisLimits:
         """Sent now; the answer when awaited."""
         if not limits:
             return Ready(ADMITTED)
-        return self._send(key, limits, request_id, 1, 0)
+        return self._send(key, limits, request_id, 0, 0)
 
     def grant(
         self, key: str, limits: Limits, lease_id: str, want: int, peak: int
@@ -489,16 +513,13 @@ class RedisLimits:
     ) -> None:
         """Noted now, sent like a settlement: the unused members leave the rpm and
         in-flight sets, and the month's count goes down by as many as left them (by the
-        unused, for a key limited by the month alone). Every member that may exist goes
-        (a grant sent twice, after a lost reply, may have counted more than it says);
-        the month is left as it is when the lease is of another month."""
-        verified = bool(limits.rpm or limits.concurrency)
-        last = max(lease.granted, lease.asked) if verified else lease.granted
+        unused, for a key limited by the month alone); the month is left as it is when
+        the lease is of another month (`mark` 0: unknown, the members tell)."""
+        last = lease.granted
         if used >= last:
             return
         same_month = (
-            lease.mark > 0
-            and Calendar().at(lease.mark).month == self._calendar.at(self.now()).month
+            not lease.mark or Calendar().at(lease.mark).month == self._calendar.at(self.now()).month
         )
         kinds = "".join(
             kind
@@ -607,10 +628,9 @@ class RedisLimits:
             _seconds(tok_reset, tok_limit),
         )
         if allowed == b"1":
-            if args[11] == 1:
+            if args[11] == 0:
                 return Admission(True, rates=rates)
-            asked, granted_at = int(args[11]), int(args[7]) / 1000
-            return Admission(True, rates=rates, granted=granted, asked=asked, mark=granted_at)
+            return Admission(True, rates=rates, granted=granted, mark=int(args[7]) / 1000)
         retry_after = max(wait, 1) / 1000
         return Admission(False, exceeded=exceeded.decode(), retry_after=retry_after, rates=rates)
 
@@ -683,7 +703,7 @@ class RedisLimits:
             rpm, inflight, month, tpm, _ = self._keys(key, days)[0]
             keys = (rpm, inflight, month, tpm, f"{self.prefix}{{{key}}}:day:{day}")
             given = returning.pop(key, ())
-            args = (*self._settle_words, *times, "", 1, 0, len(given) // 4, *given, *settling)
+            args = (*self._settle_words, *times, "", 0, 0, len(given) // 4, *given, *settling)
             self.channel.evalsha_later(self._script, keys, args)
 
     async def drain(self) -> None:
