@@ -23,6 +23,7 @@ from router.access.limits import SPREAD, Admission, grantable
 from router.access.redis_limits import PREFIX, RedisLimits
 from tests.gateway import free_port
 from tests.redis_server import RedisServer
+from tests.test_embedded_limits import _stop, collect
 from tests.test_redis_limits import _ReplyDropper
 
 KEY = "team-a"
@@ -228,13 +229,9 @@ def test_leases_of_several_processes_never_admit_over_the_limit(tmp_path: Path) 
     for worker in workers:
         worker.start()
     try:
-        admitted = sum(results.get(timeout=60) for _ in workers)
+        admitted = sum(collect(results, workers) for _ in workers)
     finally:
-        for worker in workers:
-            worker.join(10)
-            if worker.is_alive():
-                worker.kill()
-                worker.join(5)
+        _stop(workers)
     assert admitted <= rpm  # never over
     # under only by leases' unused entries left behind another process's (a lease is
     # at most 1/SPREAD of what was left; a few per process)

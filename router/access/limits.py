@@ -1,7 +1,9 @@
 """The limit store interface: one admission per request before it is sent, one
 settlement after its last byte. Two stores implement it, `embedded` (a shared memory
 file: exact across every worker of the host) and `redis_limits` (Lua: exact across
-servers); `guarded` puts the local one behind Redis for when Redis is away.
+servers); `guarded` puts the local one behind Redis for when Redis is away, and
+`leases` puts each behind leases, so a busy key far from its limits is admitted without
+asking the store each time.
 
 Counting, the same in every store:
 * rpm: requests admitted in the last 60 s (a sliding window, exact);
