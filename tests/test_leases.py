@@ -486,3 +486,32 @@ def test_closing_while_a_grant_is_on_its_way(redis: RedisServer) -> None:
         await remote.aclose()
 
     run(scenario)
+
+
+def test_a_leases_headers_are_each_protocols_own(tmp_path: Path) -> None:
+    """Requests of one lease share its rate-limit headers as the last protocol that
+    asked writes them: an Anthropic request after an OpenAI one gets Anthropic's."""
+    from router.access.gate import Admitting
+    from router.access.keys import ClientKey
+    from router.protocols import anthropic, openai_chat
+    from router.records.outcome import Trace
+
+    async def scenario() -> None:
+        leased = Leasing(EmbeddedLimits(tmp_path / FILE_NAME))
+        key = ClientKey(KEY, "0" * 64, limits=FAR)
+        for i in range(64):  # a busy key: the last asks for a lease of 64, 63 left
+            assert (await leased.admit(KEY, FAR, f"warm{i}")).allowed
+        shown = []
+        for protocol in (openai_chat, openai_chat, anthropic, anthropic, openai_chat):
+            trace = Trace(protocol.NAME, "/")
+            admitting = Admitting(leased, key, trace, protocol.rate_limit_headers)
+            assert admitting.answered  # from the lease, at once
+            shown.append(admitting.headers)
+        assert shown[0] is shown[1] and shown[2] is shown[3]  # built once, then shared
+        assert "x-ratelimit-limit-requests" in shown[0]
+        assert "anthropic-ratelimit-requests-limit" in shown[2]
+        assert not any(name.startswith("anthropic-") for name in shown[0])
+        assert shown[4] == shown[0]  # OpenAI's again after Anthropic's
+        leased.close()
+
+    run(scenario)

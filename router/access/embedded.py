@@ -345,12 +345,14 @@ class EmbeddedLimits:
         self, limits: Limits, at: int, ring: int | None, granted_at: float, unused: int
     ) -> None:
         memory = self._map
-        record = list(_RECORD.unpack_from(memory, at))
+        flight, tokens, through, newest, month, requests, day, spent = _RECORD.unpack_from(
+            memory, at
+        )
         if limits.concurrency:
-            record[0] -= self._release(at, unused)
-        if limits.monthly_requests and record[4] == self._calendar.at(granted_at).month:
-            record[5] = max(record[5] - unused, 0)
-        _RECORD.pack_into(memory, at, *record)
+            flight -= self._release(at, unused)
+        if limits.monthly_requests and month == self._calendar.at(granted_at).month:
+            requests = max(requests - unused, 0)
+        _RECORD.pack_into(memory, at, flight, tokens, through, newest, month, requests, day, spent)
         if ring is None:
             return
         rpm = limits.rpm or 1

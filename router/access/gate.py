@@ -216,7 +216,6 @@ class LimitStores:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self._embedded: EmbeddedLimits | None = None
         self._local: Leasing | None = None  # the embedded store, leased
         self._remote: GuardedLimits | None = None
         self._remote_url: str | None = None
@@ -238,16 +237,11 @@ class LimitStores:
         """The Redis store with its local fallback, while the config names a Redis."""
         return self._remote
 
-    def embedded(self) -> EmbeddedLimits:
-        if self._embedded is None:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._embedded = EmbeddedLimits(self.state_dir / FILE_NAME)
-        return self._embedded
-
     def local(self) -> Leasing:
         """The embedded store behind leases: what serves without Redis, or when it is away."""
         if self._local is None:
-            self._local = Leasing(self.embedded())
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._local = Leasing(EmbeddedLimits(self.state_dir / FILE_NAME))
         return self._local
 
     def _guarded(self, url: str, fail_closed: bool) -> GuardedLimits:
@@ -263,5 +257,3 @@ class LimitStores:
             self._remote.close()
         if self._local is not None:
             self._local.close()  # and the embedded store
-        elif self._embedded is not None:
-            self._embedded.close()
